@@ -1,1 +1,5 @@
-//! placeholder
+//! The Doozer client protocol (see `shared/doc/doozer-protocol.md`).
+
+pub mod glob;
+pub mod msg;
+pub mod path;
