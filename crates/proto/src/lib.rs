@@ -4,3 +4,4 @@ pub mod codec;
 pub mod glob;
 pub mod msg;
 pub mod path;
+pub mod uri;
