@@ -6,9 +6,10 @@
 //! ([`MAX_FRAME`] by default) and check the header *before* reserving any space, so a
 //! hostile header costs nothing.
 //!
-//! * Async: [`FrameCodec`] is a `tokio_util::codec` [`Decoder`] of one message type and an
-//!   [`Encoder`] of any message; [`ServerCodec`] reads [`Request`]s, [`ClientCodec`] reads
-//!   [`Response`]s.
+//! * Async: [`FrameCodec<In, Out>`] is a `tokio_util::codec` [`Decoder`] of `In` messages and
+//!   an [`Encoder`] of `Out` messages; [`ServerCodec`] reads [`Request`]s and writes
+//!   [`Response`]s, [`ClientCodec`] the reverse. (One `Out` type, not any message, so that
+//!   `SinkExt::flush` on a `Framed` needs no type annotation.)
 //! * Sync: [`encode_frame`], [`decode_frame`], [`read_frame`] and [`write_frame`].
 //!
 //! ```
@@ -96,7 +97,7 @@ fn body_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
     Ok(len)
 }
 
-/// A length-prefixed protobuf codec that decodes messages of type `D` and encodes any message.
+/// A length-prefixed protobuf codec that decodes `In` messages and encodes `Out` messages.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -110,18 +111,18 @@ fn body_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
 /// assert_eq!(req.tag, Some(1));
 /// assert!(buf.is_empty());
 /// ```
-pub struct FrameCodec<D> {
+pub struct FrameCodec<In, Out> {
     max_frame: usize,
-    // fn() -> D: the codec produces D but owns none, so it is Send + Sync whatever D is.
-    _decodes: PhantomData<fn() -> D>,
+    // fn(Out) -> In: the codec owns no message, so it is Send + Sync whatever the types are.
+    _types: PhantomData<fn(Out) -> In>,
 }
 
-/// The server side: decodes [`Request`]s, encodes [`Response`]s (or any message).
-pub type ServerCodec = FrameCodec<Request>;
-/// The client side: decodes [`Response`]s, encodes [`Request`]s (or any message).
-pub type ClientCodec = FrameCodec<Response>;
+/// The server side: decodes [`Request`]s, encodes [`Response`]s.
+pub type ServerCodec = FrameCodec<Request, Response>;
+/// The client side: decodes [`Response`]s, encodes [`Request`]s.
+pub type ClientCodec = FrameCodec<Response, Request>;
 
-impl<D> FrameCodec<D> {
+impl<In, Out> FrameCodec<In, Out> {
     /// A codec with the default limit, [`MAX_FRAME`].
     pub fn new() -> Self {
         Self::with_max_frame(MAX_FRAME)
@@ -131,7 +132,7 @@ impl<D> FrameCodec<D> {
     pub fn with_max_frame(max_frame: usize) -> Self {
         FrameCodec {
             max_frame,
-            _decodes: PhantomData,
+            _types: PhantomData,
         }
     }
 
@@ -141,32 +142,33 @@ impl<D> FrameCodec<D> {
     }
 }
 
-impl<D> Default for FrameCodec<D> {
+impl<In, Out> Default for FrameCodec<In, Out> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<D> Clone for FrameCodec<D> {
+impl<In, Out> Clone for FrameCodec<In, Out> {
     fn clone(&self) -> Self {
         Self::with_max_frame(self.max_frame)
     }
 }
 
-impl<D> fmt::Debug for FrameCodec<D> {
+impl<In, Out> fmt::Debug for FrameCodec<In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameCodec")
-            .field("decodes", &std::any::type_name::<D>())
+            .field("decodes", &std::any::type_name::<In>())
+            .field("encodes", &std::any::type_name::<Out>())
             .field("max_frame", &self.max_frame)
             .finish()
     }
 }
 
-impl<D: Message + Default> Decoder for FrameCodec<D> {
-    type Item = D;
+impl<In: Message + Default, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
     type Error = FrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<D>, FrameError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
         let Some(header) = src.get(..HEADER_LEN) else {
             return Ok(None);
         };
@@ -181,14 +183,14 @@ impl<D: Message + Default> Decoder for FrameCodec<D> {
         src.advance(HEADER_LEN);
         // Freezing lets prost hand out `Bytes` fields that share this buffer instead of copies.
         let body = src.split_to(len).freeze();
-        Ok(Some(D::decode(body)?))
+        Ok(Some(In::decode(body)?))
     }
 }
 
-impl<D, M: Message> Encoder<M> for FrameCodec<D> {
+impl<In, Out: Message> Encoder<Out> for FrameCodec<In, Out> {
     type Error = FrameError;
 
-    fn encode(&mut self, msg: M, dst: &mut BytesMut) -> Result<(), FrameError> {
+    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), FrameError> {
         let len = msg.encoded_len();
         if len > self.max_frame || len > i32::MAX as usize {
             return Err(FrameError::TooLarge {
