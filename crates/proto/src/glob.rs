@@ -122,12 +122,75 @@ impl Glob {
     ///
     /// Any string is accepted, valid path or not; `?` and `*` count Unicode characters.
     pub fn matches(&self, path: &str) -> bool {
+        // Cheap rejections first: most events a watcher sees are outside its prefix.
+        let prefix = self.literal_prefix();
+        if !path.starts_with(prefix) {
+            return false;
+        }
+        if prefix.len() == self.pattern.len() {
+            return path.len() == prefix.len();
+        }
         if path.is_ascii() {
             self.matches_units(path.as_bytes())
         } else {
             // Rare (no valid path is non-ASCII): match on chars so `?` eats a whole character.
             let chars: Vec<char> = path.chars().collect();
             self.matches_units(&chars)
+        }
+    }
+
+    /// Could some path strictly below the directory `dir` match? A tree walk can skip `dir`'s
+    /// subtree when this is false. Never false when a path below `dir` matches (it may be true
+    /// when none exists in the tree).
+    ///
+    /// ```
+    /// use doozer_proto::glob::Glob;
+    /// let g = Glob::new("/ctl/node/*/addr").unwrap();
+    /// assert!(g.may_match_below("/ctl"));
+    /// assert!(g.may_match_below("/ctl/node/X"));
+    /// assert!(!g.may_match_below("/ctl/node/X/addr"));
+    /// assert!(!g.may_match_below("/v"));
+    /// assert!(Glob::new("/**").unwrap().may_match_below("/"));
+    /// ```
+    pub fn may_match_below(&self, dir: &str) -> bool {
+        let mut states = vec![false; self.tokens.len() + 1];
+        states[0] = true;
+        self.close(&mut states);
+        let feed = |c: char, states: &mut Vec<bool>| {
+            let mut next = vec![false; states.len()];
+            for (i, &tok) in self.tokens.iter().enumerate() {
+                if !states[i] {
+                    continue;
+                }
+                match tok {
+                    Token::Lit(l) if c == l as char => next[i + 1] = true,
+                    Token::One if c != '/' => next[i + 1] = true,
+                    Token::Star if c != '/' => next[i] = true,
+                    Token::AnyStar => next[i] = true,
+                    _ => {}
+                }
+            }
+            self.close(&mut next);
+            *states = next;
+        };
+        for c in dir.chars() {
+            feed(c, &mut states);
+        }
+        if !dir.ends_with('/') {
+            feed('/', &mut states);
+        }
+        // Any remaining token sequence can be completed by some text (literals as written,
+        // `?` by any letter, stars by nothing), so a live state means some path below matches.
+        // The one exception is the end state itself: it needs no more text, but "below" does.
+        states[..self.tokens.len()].contains(&true)
+    }
+
+    /// Adds the states reachable by letting `*`/`**` match nothing.
+    fn close(&self, states: &mut [bool]) {
+        for (i, &tok) in self.tokens.iter().enumerate() {
+            if states[i] && matches!(tok, Token::Star | Token::AnyStar) {
+                states[i + 1] = true;
+            }
         }
     }
 
@@ -355,6 +418,51 @@ mod tests {
         for good in ["/", "/*", "/**", "/?", "/a/*/b?", "/***", "/a.b-c/**"] {
             assert_eq!(Glob::new(good).unwrap().as_str(), good);
         }
+    }
+
+    #[test]
+    fn may_match_below_agrees_with_brute_force() {
+        let alpha = ["a", "b", "/", "*", "?"];
+        let mut globs = Vec::new();
+        for n in 0..=3u32 {
+            for code in 0..alpha.len().pow(n) {
+                let mut c = code;
+                let mut g = String::from("/");
+                for _ in 0..n {
+                    g.push_str(alpha[c % alpha.len()]);
+                    c /= alpha.len();
+                }
+                if let Ok(g) = Glob::new(&g) {
+                    globs.push(g);
+                }
+            }
+        }
+        let mut exts: Vec<String> = vec![String::new()];
+        let mut frontier = exts.clone();
+        for _ in 0..5 {
+            frontier = frontier
+                .iter()
+                .flat_map(|e| ["a", "b", "/"].map(|c| format!("{e}{c}")))
+                .collect();
+            exts.extend(frontier.iter().cloned());
+        }
+        let dirs = ["/", "/a", "/b", "/a/b", "/ab", "/a/a", "/b/a/b"];
+        let mut trues = 0;
+        for g in &globs {
+            for dir in dirs {
+                let base = if dir == "/" {
+                    String::from("/")
+                } else {
+                    format!("{dir}/")
+                };
+                let brute = exts
+                    .iter()
+                    .any(|e| !e.is_empty() && g.matches(&format!("{base}{e}")));
+                assert_eq!(g.may_match_below(dir), brute, "glob {g} dir {dir}");
+                trues += brute as usize;
+            }
+        }
+        assert!(trues > 100 && trues < globs.len() * dirs.len(), "{trues}");
     }
 
     #[test]
