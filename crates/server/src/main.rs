@@ -1,1 +1,291 @@
-fn main() {}
+//! The `doozerd` binary: a doozer-rs node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use doozerd::{Node, NodeConfig};
+
+/// A doozer-rs node: a strongly consistent, highly available store for configuration and
+/// coordination data. The first node of a cluster needs no flags; further nodes join with
+/// `-a ADDR` pointing at any member.
+#[derive(Parser, Debug)]
+#[command(name = "doozerd", version, about, long_about = None)]
+struct Args {
+    /// Address to listen on, for clients and peers alike. It is also this node's identity
+    /// in the cluster (/ctl/node/<id>/addr), so it must be reachable by the other nodes.
+    /// Default: the address of the previous run, else 127.0.0.1:8046. Port 0 picks one.
+    #[arg(short = 'l', value_name = "ADDR")]
+    listen: Option<String>,
+
+    /// Join an existing cluster through this member's address (repeatable: tried in turn).
+    /// Ignored when the data directory already holds a member.
+    #[arg(short = 'a', value_name = "ADDR")]
+    attach: Vec<String>,
+
+    /// Join through a doozer URI, e.g. doozer:?ca=127.0.0.1:8046 (its ca= addresses are
+    /// used like -a). Default: $DOOZER_BOOT_URI.
+    #[arg(short = 'b', value_name = "URI", env = "DOOZER_BOOT_URI")]
+    boot: Option<String>,
+
+    /// Cluster name, written to /ctl/name by the first node; joiners must use the same.
+    /// Default: the stored name, else "local".
+    #[arg(short = 'c', value_name = "NAME")]
+    cluster: Option<String>,
+
+    /// HTTP listener address, or "false" to turn it off (the HTTP API is not served yet).
+    #[arg(short = 'w', value_name = "ADDR|false")]
+    web: Option<String>,
+
+    /// Seconds of silence after which the leader removes a voter from its /ctl/cal slot,
+    /// so a learner can take it. Also accepted as -timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    timeout: f64,
+
+    /// Revisions of history kept on disk for WAIT and reads at old revisions; older ones
+    /// answer TOO_LATE. Also accepted as -hist.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    hist: u64,
+
+    /// Directory holding this node's store (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "./doozer-data")]
+    data_dir: PathBuf,
+
+    /// Number of /ctl/cal slots (voters) a new cluster is created with.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    cals: u32,
+
+    /// Seconds a client write (or linearizable read) may wait for a quorum before it fails.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    write_deadline: f64,
+
+    /// Address peers use to reach this node, written to /ctl/node/<id>/addr instead of the
+    /// listen address (for proxies and NAT).
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
+
+    /// TEST ONLY: reads skip the read index and may return stale data.
+    #[arg(long, hide = true)]
+    unsafe_local_reads: bool,
+
+    /// Decided slots kept in memory to catch up lagging peers (older: snapshot).
+    #[arg(long, hide = true, default_value_t = 4096)]
+    retain_slots: u64,
+
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Offline, with the node stopped: make this node the only voter. For when the other
+    /// voters are gone for good and no quorum is left. Writes only they knew are lost.
+    Recover {
+        /// The stopped node's data directory.
+        #[arg(long, value_name = "DIR", default_value = "./doozer-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Go's flag package takes long names with one dash; keep `-timeout` and `-hist` working.
+fn compat_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| {
+            for name in ["-timeout", "-hist"] {
+                if a == name || a.starts_with(&format!("{name}=")) {
+                    return format!("-{a}");
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+/// The `ca=` addresses of a `doozer:?` URI.
+fn uri_addrs(uri: &str) -> Result<Vec<String>, String> {
+    let u = doozer_proto::uri::DoozerUri::parse(uri).map_err(|e| format!("-b {uri:?}: {e}"))?;
+    if u.addrs.is_empty() {
+        return Err(format!(
+            "-b {uri:?}: no ca= address (name lookup is not supported)"
+        ));
+    }
+    Ok(u.addrs)
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{what}: {v} is not a valid duration"))
+}
+
+fn config(args: &Args) -> Result<NodeConfig, String> {
+    if args.listen.as_deref() == Some("") {
+        return Err("require a listen address (-l)".into());
+    }
+    let mut attach = args.attach.clone();
+    if let Some(b) = &args.boot {
+        attach.extend(uri_addrs(b)?);
+    }
+    let web = match args.web.as_deref() {
+        None => None,
+        Some("false" | "0" | "f" | "F" | "FALSE" | "False") => None,
+        Some(w) => Some(w.to_string()),
+    };
+    if args.cals == 0 {
+        return Err("--cals must be at least 1".into());
+    }
+    Ok(NodeConfig {
+        listen: args.listen.clone(),
+        advertise: args.advertise.clone(),
+        attach,
+        cluster: args.cluster.clone(),
+        web,
+        timeout: secs(args.timeout, "--timeout")?,
+        hist_revs: args.hist,
+        data_dir: args.data_dir.clone(),
+        cals: args.cals,
+        write_deadline: secs(args.write_deadline, "--write-deadline")?,
+        unsafe_local_reads: args.unsafe_local_reads,
+        retain_slots: args.retain_slots,
+        ..NodeConfig::default()
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse_from(compat_args());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Cmd::Recover { data_dir }) = &args.cmd {
+        let cfg = NodeConfig {
+            data_dir: data_dir.clone(),
+            ..NodeConfig::default()
+        };
+        return match doozerd::recover(&cfg) {
+            Ok(r) => {
+                println!(
+                    "recovered: node {} is now the only voter (slot {}, rev {})",
+                    r.id, r.slot, r.rev
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("doozerd recover: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("doozerd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("doozerd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let node = match Node::start(cfg).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "doozerd failed to start");
+                eprintln!("doozerd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // One machine-readable line for scripts and tests.
+        println!("doozerd {} listening on {}", node.id(), node.client_addr());
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("doozerd: cannot watch SIGTERM: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        let failed = tokio::select! {
+            _ = tokio::signal::ctrl_c() => false,
+            _ = term.recv() => false,
+            _ = node.stopped() => true,
+        };
+        node.shutdown().await;
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_takes_every_ca() {
+        assert_eq!(
+            uri_addrs("doozer:?ca=a:1&sk=x&ca=b:2").unwrap(),
+            vec!["a:1".to_string(), "b:2".to_string()]
+        );
+        assert!(uri_addrs("doozer?:ca=a:1").is_err());
+        assert!(uri_addrs("doozer:?sk=x").is_err());
+    }
+
+    #[test]
+    fn defaults_need_no_flags() {
+        let a = Args::parse_from(["doozerd"]);
+        let c = config(&a).unwrap();
+        assert_eq!(c.listen, None);
+        assert_eq!(c.cals, 3);
+        assert_eq!(c.hist_revs, 100_000);
+        assert_eq!(c.timeout, Duration::from_secs(60));
+        assert_eq!(c.write_deadline, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::parse_from([
+            "doozerd",
+            "-l",
+            "127.0.0.1:9000",
+            "-a",
+            "x:1",
+            "-a",
+            "y:2",
+            "-b",
+            "doozer:?ca=z:3",
+            "-c",
+            "prod",
+            "-w",
+            "false",
+            "--timeout",
+            "3",
+            "--hist",
+            "10",
+        ]);
+        let c = config(&a).unwrap();
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(c.attach, vec!["x:1", "y:2", "z:3"]);
+        assert_eq!(c.cluster.as_deref(), Some("prod"));
+        assert_eq!(c.web, None);
+        assert_eq!(c.timeout, Duration::from_secs(3));
+        assert_eq!(c.hist_revs, 10);
+    }
+
+    #[test]
+    fn empty_listen_is_refused() {
+        let a = Args::parse_from(["doozerd", "-l", ""]);
+        assert!(config(&a).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! What a node is told at start: [`NodeConfig`].
+//!
+//! Every field has the default the `doozerd` binary uses, so `NodeConfig::default()` starts a
+//! first node on 127.0.0.1:8046 with its data in `./doozer-data`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default listen address (`-l`).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8046";
+/// The default cluster name (`-c`).
+pub const DEFAULT_CLUSTER: &str = "local";
+/// The version string written to `/ctl/node/<id>/version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How to start a [`crate::Node`].
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to listen on for clients and peers. `None`: the address stored in the data
+    /// directory by an earlier run, else [`DEFAULT_LISTEN`]. Port 0 picks a free port.
+    pub listen: Option<String>,
+    /// Address written to `/ctl/node/<id>/addr` and used by peers to reach this node.
+    /// `None`: the address actually bound.
+    pub advertise: Option<String>,
+    /// Peers to join through (`-a`, or the `ca=` addresses of `-b`). Ignored when the data
+    /// directory already holds a cluster member.
+    pub attach: Vec<String>,
+    /// Cluster name (`-c`). `None`: the stored name, else [`DEFAULT_CLUSTER`].
+    pub cluster: Option<String>,
+    /// HTTP listener (`-w`); not served yet.
+    pub web: Option<String>,
+    /// A voter silent this long is removed from its `/ctl/cal` slot (`--timeout`).
+    pub timeout: Duration,
+    /// Revisions of history kept for WAIT and reads at old revisions (`--hist`).
+    pub hist_revs: u64,
+    /// Where the store lives (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// Number of `/ctl/cal` slots a new cluster gets (`--cals`).
+    pub cals: u32,
+    /// Deadline for client writes and linearizable reads (`--write-deadline`).
+    pub write_deadline: Duration,
+    /// Test only: reads skip the read index and may be stale (`--unsafe-local-reads`).
+    pub unsafe_local_reads: bool,
+    /// Length of one engine tick.
+    pub tick: Duration,
+    /// Decided slots the engine keeps in memory to catch lagging peers up; older ones are
+    /// only reachable through a snapshot.
+    pub retain_slots: u64,
+    /// Maximum undecided slots in flight, and the membership delay (the alpha rule).
+    pub alpha: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: None,
+            advertise: None,
+            attach: Vec::new(),
+            cluster: None,
+            web: None,
+            timeout: Duration::from_secs(60),
+            hist_revs: 100_000,
+            data_dir: PathBuf::from("./doozer-data"),
+            cals: 3,
+            write_deadline: Duration::from_secs(10),
+            unsafe_local_reads: false,
+            tick: Duration::from_millis(10),
+            retain_slots: 4096,
+            alpha: 50,
+        }
+    }
+}
+
+/// Keys the node keeps in the store's meta table.
+pub(crate) mod meta {
+    /// This node's id (16 base32 characters).
+    pub const ID: &str = "node.id";
+    /// The cluster name.
+    pub const CLUSTER: &str = "node.cluster";
+    /// The address the node listened on.
+    pub const LISTEN: &str = "node.listen";
+    /// The address advertised to peers.
+    pub const ADVERTISE: &str = "node.advertise";
+    /// `"1"` once this node is a member of a cluster (bootstrapped or joined).
+    pub const MEMBER: &str = "node.member";
+    /// `"1"` once the bootstrap writes of a first node are applied.
+    pub const BOOTSTRAPPED: &str = "node.bootstrapped";
+}

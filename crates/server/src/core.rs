@@ -1,0 +1,311 @@
+//! The state shared by a node's tasks, and its [`NodeHandle`] implementation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use doozer_paxos::{Command, CommandId, NodeId, ProposeError, Slot};
+use doozer_store::{ApplyResult, Event, Op, Store};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use crate::driver::Input;
+use crate::handle::{NodeError, NodeHandle, WriteResult};
+use crate::peer::PeerNet;
+
+/// How far the local state machine has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Last applied slot.
+    pub slot: Slot,
+    /// Store revision after it.
+    pub rev: i64,
+}
+
+/// What the driver publishes about consensus, for logs and the membership task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consensus {
+    /// The leader this node believes in.
+    pub leader: Option<NodeId>,
+    /// Whether this node is the leader.
+    pub is_leader: bool,
+}
+
+/// A read-index answer: the slot to wait for, or why there is none.
+pub(crate) type ReadAnswer = Result<Slot, String>;
+
+/// Shared by every task of one node.
+pub(crate) struct Core {
+    pub id: NodeId,
+    pub cluster: String,
+    pub advertise: String,
+    pub cfg: NodeConfig,
+    pub store: Store,
+    pub driver: mpsc::Sender<Input>,
+    pub writes: Mutex<HashMap<CommandId, oneshot::Sender<WriteResult>>>,
+    pub reads: Mutex<HashMap<u64, oneshot::Sender<ReadAnswer>>>,
+    pub applied: watch::Sender<Applied>,
+    pub consensus: watch::Sender<Consensus>,
+    pub events: broadcast::Sender<Event>,
+    pub peers: PeerNet,
+    pub heard: Mutex<HashMap<NodeId, Instant>>,
+    pub seq: AtomicU64,
+    pub read_ctx: AtomicU64,
+    pub stop: CancellationToken,
+    /// Set when storage failed: the node no longer applies anything.
+    pub failed: Mutex<Option<String>>,
+}
+
+impl Core {
+    /// Notes that `peer` just sent us something (failure detection).
+    pub fn heard(&self, peer: NodeId) {
+        self.heard
+            .lock()
+            .expect("heard lock")
+            .insert(peer, Instant::now());
+    }
+
+    fn check_failed(&self) -> Result<(), NodeError> {
+        if let Some(e) = self.failed.lock().expect("failed lock").as_ref() {
+            return Err(NodeError::Storage(e.clone()));
+        }
+        if self.stop.is_cancelled() {
+            return Err(NodeError::Shutdown);
+        }
+        Ok(())
+    }
+}
+
+/// Removes a pending write's waiter when the write future ends, however it ends.
+struct WriteGuard<'a> {
+    core: &'a Core,
+    id: CommandId,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.core
+            .writes
+            .lock()
+            .expect("writes lock")
+            .remove(&self.id);
+    }
+}
+
+struct ReadGuard<'a> {
+    core: &'a Core,
+    ctx: u64,
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        self.core
+            .reads
+            .lock()
+            .expect("reads lock")
+            .remove(&self.ctx);
+    }
+}
+
+/// Backoff between retries of a proposal the engine could not take.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((5u64 << attempt.min(6)).min(200))
+}
+
+/// Interval after which a write still unanswered is proposed again (same command id, so it
+/// applies at most once): a forwarded proposal can be lost with a leader change.
+const REPROPOSE_AFTER: Duration = Duration::from_secs(3);
+
+/// The node side of [`NodeHandle`], given to client sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) core: Arc<Core>,
+}
+
+impl Handle {
+    /// The current applied slot and revision.
+    pub fn applied(&self) -> Applied {
+        *self.core.applied.borrow()
+    }
+
+    /// What this node knows about the leader.
+    pub fn consensus(&self) -> Consensus {
+        self.core.consensus.borrow().clone()
+    }
+
+    /// Default deadline for writes (`--write-deadline`).
+    pub fn write_deadline(&self) -> Duration {
+        self.core.cfg.write_deadline
+    }
+
+    async fn propose_once(&self, cmd: Command) -> Result<(), ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .core
+            .driver
+            .send(Input::Propose(cmd, tx))
+            .await
+            .is_err()
+        {
+            return Err(ProposeError::NoLeader);
+        }
+        rx.await.unwrap_or(Err(ProposeError::NoLeader))
+    }
+
+    /// Proposes until the engine takes the command or `until` passes.
+    async fn propose_until(
+        &self,
+        cmd: &Command,
+        until: tokio::time::Instant,
+    ) -> Result<(), NodeError> {
+        let mut attempt = 0;
+        loop {
+            self.core.check_failed()?;
+            let err = match self.propose_once(cmd.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let wait = backoff(attempt);
+            attempt += 1;
+            if tokio::time::Instant::now() + wait >= until {
+                return Err(match err {
+                    ProposeError::Busy => NodeError::Busy,
+                    _ => NodeError::NoLeader,
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn to_write_result(r: ApplyResult) -> WriteResult {
+    match r {
+        ApplyResult::Ok { rev } => WriteResult::Ok { rev },
+        ApplyResult::Err { rev, code } => WriteResult::Err { rev, code },
+    }
+}
+
+impl NodeHandle for Handle {
+    fn self_id(&self) -> String {
+        self.core.id.to_string()
+    }
+
+    fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    async fn write(&self, op: Op, deadline: Duration) -> Result<WriteResult, NodeError> {
+        let core = &*self.core;
+        core.check_failed()?;
+        let id = CommandId {
+            node: core.id,
+            seq: core.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let span = tracing::debug_span!("write", seq = id.seq);
+        let _e = span.enter();
+        let (tx, mut rx) = oneshot::channel();
+        core.writes.lock().expect("writes lock").insert(id, tx);
+        let _guard = WriteGuard { core, id };
+        let cmd = Command {
+            id,
+            data: doozer_store::codec::encode_op(&op),
+        };
+        let until = tokio::time::Instant::now() + deadline;
+        self.propose_until(&cmd, until).await?;
+        loop {
+            let next = (tokio::time::Instant::now() + REPROPOSE_AFTER).min(until);
+            match tokio::time::timeout_at(next, &mut rx).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(_)) => {
+                    core.check_failed()?;
+                    return Err(NodeError::Shutdown);
+                }
+                Err(_) if next >= until => return Err(NodeError::Timeout),
+                Err(_) => {
+                    // Same command id: the store applies it at most once.
+                    tracing::debug!("write not answered yet; proposing again");
+                    match self.propose_until(&cmd, until).await {
+                        Ok(()) => {}
+                        Err(NodeError::NoLeader | NodeError::Busy) => {
+                            // Already proposed once: its fate is unknown.
+                            return Err(NodeError::Timeout);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_barrier(&self, deadline: Duration) -> Result<(), NodeError> {
+        let core = &*self.core;
+        core.check_failed()?;
+        if core.cfg.unsafe_local_reads {
+            return Ok(());
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        let mut attempt = 0;
+        let slot = loop {
+            let ctx = core.read_ctx.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            core.reads.lock().expect("reads lock").insert(ctx, tx);
+            let _guard = ReadGuard { core, ctx };
+            if core.driver.send(Input::ReadIndex(ctx)).await.is_err() {
+                return Err(NodeError::Shutdown);
+            }
+            match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(Ok(slot))) => break slot,
+                Ok(Ok(Err(why))) => {
+                    tracing::debug!(%why, "read index refused; retrying");
+                    let wait = backoff(attempt);
+                    attempt += 1;
+                    if tokio::time::Instant::now() + wait >= until {
+                        return Err(NodeError::NoLeader);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Err(_)) => return Err(NodeError::Shutdown),
+                Err(_) => return Err(NodeError::Timeout),
+            }
+        };
+        let mut w = core.applied.subscribe();
+        let res = tokio::time::timeout_at(until, w.wait_for(|a| a.slot >= slot)).await;
+        match res {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::Shutdown),
+            Err(_) => Err(NodeError::Timeout),
+        }
+    }
+
+    async fn wait_applied_rev(
+        &self,
+        rev: i64,
+        deadline: Option<Duration>,
+    ) -> Result<(), NodeError> {
+        let mut w = self.core.applied.subscribe();
+        let fut = w.wait_for(|a| a.rev >= rev);
+        let res = match deadline {
+            Some(d) => tokio::time::timeout(d, fut)
+                .await
+                .map_err(|_| NodeError::Timeout)?,
+            None => fut.await,
+        };
+        res.map(|_| ()).map_err(|_| NodeError::Shutdown)
+    }
+
+    fn events(&self) -> broadcast::Receiver<Event> {
+        self.core.events.subscribe()
+    }
+}
+
+/// Applies an apply result from the store to the waiting write, if any.
+pub(crate) fn answer_write(core: &Core, id: CommandId, r: ApplyResult) {
+    if id.node != core.id {
+        return;
+    }
+    if let Some(tx) = core.writes.lock().expect("writes lock").remove(&id) {
+        let _ = tx.send(to_write_result(r));
+    }
+}

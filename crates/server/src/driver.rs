@@ -1,0 +1,339 @@
+//! The engine driver: the one task that owns the Paxos engine.
+//!
+//! It turns a tokio interval into `tick()`, feeds peer messages to `step()`, proposals to
+//! `propose()`, and after each burst of input drains `ready()`:
+//! - `send_now` leaves at once (messages to this node are stepped back in);
+//! - `persist` and `decided` go to the storage thread as one [`Batch`]; the driver does not
+//!   wait for it (pipelining), but keeps `send_after_persist` in a FIFO next to the batch and
+//!   releases it only when that batch, and every one before it, is durable;
+//! - when a commit completes: `applied()` tells the engine how far the state machine got and
+//!   under which membership, waiting writes get the store's result, events are published,
+//!   read-index waiters learn the applied slot.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready, Slot};
+use doozer_store::{Batch, Commit, SnapshotMeta};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{answer_write, Applied, Consensus, Core};
+use crate::storage::{Completion, Job};
+
+/// Inputs of the driver task.
+pub(crate) enum Input {
+    /// A client command; the engine's answer (queued, or why not) comes back at once.
+    Propose(Command, oneshot::Sender<Result<(), ProposeError>>),
+    /// Asks for a read index; the answer goes to `Core::reads[ctx]`.
+    ReadIndex(u64),
+    /// A message from a peer.
+    Peer(NodeId, Message),
+    /// A snapshot fetch ended (installed, or failed).
+    Snapshot(Result<SnapshotMeta, String>),
+}
+
+/// Inputs handled per wake-up before `ready()` is drained (bounds latency of a burst).
+const MAX_BURST: usize = 1024;
+
+pub(crate) struct Driver {
+    core: Arc<Core>,
+    engine: Engine,
+    inputs: mpsc::Receiver<Input>,
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::UnboundedReceiver<Completion>,
+    /// `send_after_persist` of each submitted commit job, oldest first.
+    inflight: VecDeque<Vec<(NodeId, Message)>>,
+    config: Config,
+    applied: Applied,
+    leader: Option<NodeId>,
+    snapshot_busy: bool,
+}
+
+impl Driver {
+    pub fn new(
+        core: Arc<Core>,
+        engine: Engine,
+        inputs: mpsc::Receiver<Input>,
+        jobs: mpsc::Sender<Job>,
+        done: mpsc::UnboundedReceiver<Completion>,
+        applied: Applied,
+    ) -> Driver {
+        let config = core.store.config();
+        Driver {
+            core,
+            engine,
+            inputs,
+            jobs,
+            done,
+            inflight: VecDeque::new(),
+            config,
+            applied,
+            leader: None,
+            snapshot_busy: false,
+        }
+    }
+
+    /// Runs until the node stops or storage fails.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.core.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        self.refresh_peers();
+        tracing::info!(voters = ?self.config.voters, learners = ?self.config.learners, "membership");
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.core.stop.cancelled() => break,
+                c = self.done.recv() => match c {
+                    Some(c) => if !self.on_completion(c) { break },
+                    None => break,
+                },
+                _ = tick.tick() => self.engine.tick(),
+                i = self.inputs.recv() => match i {
+                    Some(i) => {
+                        self.on_input(i);
+                        for _ in 0..MAX_BURST {
+                            match self.inputs.try_recv() {
+                                Ok(i) => self.on_input(i),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+            }
+            // Completions may have queued behind a long burst: take them first.
+            while let Ok(c) = self.done.try_recv() {
+                if !self.on_completion(c) {
+                    self.fail_all();
+                    return;
+                }
+            }
+            if !self.flush().await {
+                break;
+            }
+        }
+        self.fail_all();
+    }
+
+    fn on_input(&mut self, i: Input) {
+        match i {
+            Input::Propose(cmd, reply) => {
+                let _ = reply.send(self.engine.propose(cmd));
+            }
+            Input::ReadIndex(ctx) => self.engine.read_index(ctx),
+            Input::Peer(from, msg) => self.engine.step(from, msg),
+            Input::Snapshot(res) => {
+                self.snapshot_busy = false;
+                match res {
+                    Ok(meta) => {
+                        tracing::info!(slot = meta.slot, rev = meta.rev, "snapshot installed");
+                        self.config = self.core.store.config();
+                        let configs = match self.core.store.load_engine_state(self.core.cfg.alpha) {
+                            Ok(st) => st.configs,
+                            Err(e) => {
+                                tracing::error!(error = %e, "reading configs after snapshot");
+                                vec![(meta.slot + 1, self.config.clone())]
+                            }
+                        };
+                        self.engine.snapshot_installed(meta.slot, configs);
+                        self.set_applied(Applied {
+                            slot: meta.slot,
+                            rev: meta.rev,
+                        });
+                        self.refresh_peers();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "snapshot fetch failed; will retry"),
+                }
+            }
+        }
+    }
+
+    /// Drains the engine. Returns false if the storage thread is gone.
+    async fn flush(&mut self) -> bool {
+        // Self-addressed messages produce more output; bound the rounds defensively.
+        for _ in 0..64 {
+            let r: Ready = self.engine.ready();
+            let idle = r.persist.is_empty()
+                && r.send_now.is_empty()
+                && r.send_after_persist.is_empty()
+                && r.decided.is_empty()
+                && r.reads.is_empty()
+                && r.snapshot.is_none();
+            if idle {
+                break;
+            }
+            let mut local = Vec::new();
+            for (to, msg) in r.send_now {
+                if to == self.core.id {
+                    local.push(msg);
+                } else {
+                    self.core.peers.send(to, msg);
+                }
+            }
+            for (ctx, res) in r.reads {
+                if let Some(tx) = self.core.reads.lock().expect("reads lock").remove(&ctx) {
+                    let _ = tx.send(res.map_err(|e| format!("{e:?}")));
+                }
+            }
+            if let Some(req) = r.snapshot {
+                self.start_snapshot(req.from, req.slot);
+            }
+            if !r.persist.is_empty() || !r.decided.is_empty() {
+                self.inflight.push_back(r.send_after_persist);
+                let batch = Batch {
+                    records: r.persist,
+                    decided: r.decided,
+                };
+                if self.jobs.send(Job::Commit(batch)).await.is_err() {
+                    return false;
+                }
+            } else if let Some(last) = self.inflight.back_mut() {
+                // Keep persist order: these may report state still being written.
+                last.extend(r.send_after_persist);
+            } else {
+                for (to, msg) in r.send_after_persist {
+                    if to == self.core.id {
+                        local.push(msg);
+                    } else {
+                        self.core.peers.send(to, msg);
+                    }
+                }
+            }
+            for msg in local {
+                self.engine.step(self.core.id, msg);
+            }
+        }
+        self.publish_status();
+        true
+    }
+
+    fn publish_status(&mut self) {
+        let st = self.engine.status();
+        if st.leader != self.leader {
+            match st.leader {
+                Some(l) if l == self.core.id => {
+                    tracing::info!(ballot = ?st.ballot, "became leader")
+                }
+                Some(l) => tracing::info!(leader = %l, "leader changed"),
+                None => tracing::info!("no leader"),
+            }
+            self.leader = st.leader;
+            self.core.consensus.send_replace(Consensus {
+                leader: st.leader,
+                is_leader: st.is_leader,
+            });
+        } else if self.core.consensus.borrow().is_leader != st.is_leader {
+            self.core.consensus.send_replace(Consensus {
+                leader: st.leader,
+                is_leader: st.is_leader,
+            });
+        }
+    }
+
+    /// Handles a finished transaction. Returns false if storage failed.
+    fn on_completion(&mut self, c: Completion) -> bool {
+        let commit: Commit = match c.result {
+            Ok(commit) => commit,
+            Err(e) => {
+                tracing::error!(error = %e, "storage commit failed; stopping the node");
+                *self.core.failed.lock().expect("failed lock") = Some(e);
+                self.core.stop.cancel();
+                return false;
+            }
+        };
+        for _ in 0..c.batches {
+            let msgs = self
+                .inflight
+                .pop_front()
+                .expect("a completion per submitted batch");
+            for (to, msg) in msgs {
+                if to == self.core.id {
+                    self.engine.step(to, msg);
+                } else {
+                    self.core.peers.send(to, msg);
+                }
+            }
+        }
+        let mut membership_changed = false;
+        for (slot, cfg) in &commit.configs {
+            self.engine.applied(*slot, cfg);
+            if *cfg != self.config {
+                membership_changed = true;
+                self.config = cfg.clone();
+            }
+        }
+        if commit.applied > self.applied.slot {
+            self.engine.applied(commit.applied, &self.config);
+        }
+        for (id, r) in commit.results {
+            answer_write(&self.core, id, r);
+        }
+        let mut addrs_changed = membership_changed;
+        for ev in commit.events {
+            if ev.path.starts_with("/ctl/node/") {
+                addrs_changed = true;
+            }
+            let _ = self.core.events.send(ev);
+        }
+        if commit.applied >= self.applied.slot {
+            self.set_applied(Applied {
+                slot: commit.applied,
+                rev: commit.rev,
+            });
+        }
+        if membership_changed {
+            tracing::info!(voters = ?self.config.voters, learners = ?self.config.learners, "membership changed");
+        }
+        if addrs_changed {
+            self.refresh_peers();
+        }
+        true
+    }
+
+    fn set_applied(&mut self, a: Applied) {
+        self.applied = a;
+        self.core.applied.send_replace(a);
+    }
+
+    /// Re-reads peer addresses from `/ctl/node/<id>/addr`.
+    fn refresh_peers(&mut self) {
+        let addrs = crate::cluster::node_addrs(&self.core.store);
+        let mut book: BTreeMap<NodeId, String> = addrs;
+        book.remove(&self.core.id);
+        self.core.peers.set_all(&book);
+    }
+
+    fn start_snapshot(&mut self, from: NodeId, slot: Slot) {
+        if self.snapshot_busy {
+            return;
+        }
+        let Some(addr) = self.core.peers.addr_of(from) else {
+            tracing::warn!(%from, "snapshot requested from a peer with no known address");
+            return;
+        };
+        self.snapshot_busy = true;
+        tracing::info!(%from, %addr, slot, "fetching snapshot");
+        let core = self.core.clone();
+        let jobs = self.jobs.clone();
+        tokio::spawn(async move {
+            let res = async {
+                let path = crate::peer::fetch_snapshot(&addr, &core.cluster, &core.cfg.data_dir)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (tx, rx) = oneshot::channel();
+                jobs.send(Job::Install(path, tx))
+                    .await
+                    .map_err(|_| "storage stopped".to_string())?;
+                rx.await.map_err(|_| "storage stopped".to_string())?
+            }
+            .await;
+            let _ = core.driver.send(Input::Snapshot(res)).await;
+        });
+    }
+
+    /// Wakes every waiter with an error: the node is stopping.
+    fn fail_all(&mut self) {
+        self.core.writes.lock().expect("writes lock").clear();
+        self.core.reads.lock().expect("reads lock").clear();
+    }
+}

@@ -1,0 +1,346 @@
+//! [`Node`]: starting and stopping a node.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doozer_paxos::{Config, Engine, NodeId, Options, PersistentState};
+use doozer_store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{self, JoinRequest};
+use crate::config::{meta, NodeConfig, DEFAULT_CLUSTER, DEFAULT_LISTEN};
+use crate::core::{Applied, Consensus, Core, Handle};
+use crate::driver::Driver;
+use crate::peer::PeerNet;
+use crate::storage::StorageThread;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or store could not be opened.
+    #[error("store {path}: {detail}")]
+    Store {
+        /// The data directory.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The listen address could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Joining the cluster failed.
+    #[error(transparent)]
+    Join(#[from] cluster::JoinError),
+    /// The stored identity is unreadable, or the configuration contradicts it.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] stops its tasks too, less tidily.
+pub struct Node {
+    core: Arc<Core>,
+    addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+    storage: Option<StorageThread>,
+}
+
+/// Events the driver may have in flight towards the storage thread.
+const STORAGE_DEPTH: usize = 64;
+/// Bound of the driver's input queue (proposals, peer messages, read requests).
+const DRIVER_QUEUE: usize = 16_384;
+
+fn store_err(cfg: &NodeConfig, e: impl std::fmt::Display) -> StartError {
+    StartError::Store {
+        path: cfg.data_dir.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn meta_str(store: &Store, key: &str) -> Result<Option<String>, String> {
+    store
+        .meta_get(key)
+        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .map_err(|e| e.to_string())
+}
+
+/// Opens the store in `cfg.data_dir`, creating the directory.
+pub(crate) fn open_store(cfg: &NodeConfig) -> Result<Store, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| store_err(cfg, e))?;
+    let opts = StoreOptions {
+        hist_revs: cfg.hist_revs,
+        ..StoreOptions::default()
+    };
+    Store::open(&cfg.data_dir.join("doozer.redb"), opts).map_err(|e| store_err(cfg, e))
+}
+
+fn new_node_id() -> NodeId {
+    NodeId(rand::random::<u128>() & ((1u128 << 80) - 1))
+}
+
+impl Node {
+    /// Starts a node: opens (or creates) its data directory, binds the listen address,
+    /// then bootstraps a new cluster, joins one through `cfg.attach`, or resumes from disk.
+    /// Returns once the node serves clients (a joiner: once it is registered).
+    pub async fn start(cfg: NodeConfig) -> Result<Node, StartError> {
+        let store = open_store(&cfg)?;
+        let id = match meta_str(&store, meta::ID).map_err(|e| store_err(&cfg, e))? {
+            Some(s) => s
+                .parse::<NodeId>()
+                .map_err(|_| StartError::Config(format!("stored node id {s:?} is invalid")))?,
+            None => {
+                let id = new_node_id();
+                store
+                    .meta_put(meta::ID, id.to_string().as_bytes())
+                    .map_err(|e| store_err(&cfg, e))?;
+                id
+            }
+        };
+        let stored_cluster = meta_str(&store, meta::CLUSTER).map_err(|e| store_err(&cfg, e))?;
+        let cluster = match (&cfg.cluster, &stored_cluster) {
+            (Some(c), Some(s)) if c != s => {
+                return Err(StartError::Config(format!(
+                    "data directory belongs to cluster {s:?}, not {c:?}"
+                )))
+            }
+            (Some(c), _) => c.clone(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => DEFAULT_CLUSTER.to_string(),
+        };
+        let listen = match &cfg.listen {
+            Some(l) => l.clone(),
+            None => meta_str(&store, meta::LISTEN)
+                .map_err(|e| store_err(&cfg, e))?
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        };
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+        let advertise = match &cfg.advertise {
+            Some(a) => a.clone(),
+            None => match meta_str(&store, meta::ADVERTISE).map_err(|e| store_err(&cfg, e))? {
+                // Keep the advertised identity across restarts unless the port changed.
+                Some(a) if cfg.listen.is_none() => a,
+                _ => addr.to_string(),
+            },
+        };
+        store
+            .meta_put(meta::CLUSTER, cluster.as_bytes())
+            .map_err(|e| store_err(&cfg, e))?;
+        store
+            .meta_put(meta::LISTEN, addr.to_string().as_bytes())
+            .map_err(|e| store_err(&cfg, e))?;
+        store
+            .meta_put(meta::ADVERTISE, advertise.as_bytes())
+            .map_err(|e| store_err(&cfg, e))?;
+
+        let member = meta_str(&store, meta::MEMBER)
+            .map_err(|e| store_err(&cfg, e))?
+            .is_some();
+        let bootstrapped = meta_str(&store, meta::BOOTSTRAPPED)
+            .map_err(|e| store_err(&cfg, e))?
+            .is_some();
+        tracing::info!(
+            %id, %cluster, listen = %addr, %advertise,
+            data_dir = %cfg.data_dir.display(),
+            resuming = member,
+            "doozerd starting"
+        );
+
+        let stop = CancellationToken::new();
+        let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE);
+        let applied0 = Applied {
+            slot: store.applied_slot(),
+            rev: store.rev(),
+        };
+        let seq0 = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1)
+            << 10;
+        let core = Arc::new(Core {
+            id,
+            cluster: cluster.clone(),
+            advertise: advertise.clone(),
+            cfg: cfg.clone(),
+            store: store.clone(),
+            driver: driver_tx,
+            writes: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
+            applied: watch::channel(applied0).0,
+            consensus: watch::channel(Consensus::default()).0,
+            events: broadcast::channel(4096).0,
+            peers: PeerNet::new(id, cluster.clone(), stop.clone()),
+            heard: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(seq0),
+            read_ctx: AtomicU64::new(1),
+            stop: stop.clone(),
+            failed: Mutex::new(None),
+        });
+        let mut tasks = vec![tokio::spawn(crate::listener::run(core.clone(), listener))];
+
+        // What the engine starts from, and what to do once it runs.
+        enum Then {
+            Nothing,
+            Bootstrap,
+        }
+        let (state, then) = if member {
+            let mut st = store
+                .load_engine_state(cfg.alpha)
+                .map_err(|e| store_err(&cfg, e))?;
+            if !bootstrapped && st.configs.iter().all(|(_, c)| c.voters.is_empty()) {
+                // A first node that stopped before its bootstrap writes were applied:
+                // nobody else can have joined, so it is still the only voter.
+                st.configs = vec![(st.applied + 1, solo(id))];
+                (st, Then::Bootstrap)
+            } else {
+                (st, Then::Nothing)
+            }
+        } else if !cfg.attach.is_empty() {
+            let req = JoinRequest {
+                id,
+                addr: advertise.clone(),
+                hostname: cluster::hostname(),
+                version: crate::config::VERSION.to_string(),
+                cluster: cluster.clone(),
+            };
+            let info = match cluster::join(&cfg.attach, &req, Duration::from_secs(30)).await {
+                Ok(i) => i,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e.into());
+                }
+            };
+            for (pid, paddr) in &info.addrs {
+                core.peers.ensure(*pid, paddr);
+            }
+            store
+                .meta_put(meta::MEMBER, b"1")
+                .map_err(|e| store_err(&cfg, e))?;
+            let config = Config {
+                voters: info.voters.iter().copied().collect(),
+                learners: BTreeSet::from([id]),
+            };
+            (PersistentState::empty(config), Then::Nothing)
+        } else {
+            store
+                .meta_put(meta::MEMBER, b"1")
+                .map_err(|e| store_err(&cfg, e))?;
+            (PersistentState::empty(solo(id)), Then::Bootstrap)
+        };
+
+        let opts = Options {
+            id,
+            alpha: cfg.alpha,
+            heartbeat_ticks: 5,
+            election_ticks: (30, 60),
+            max_batch_cmds: 4096,
+            max_batch_bytes: 8 << 20,
+            max_pending: 65_536,
+            retain_decided: cfg.retain_slots,
+            seed: rand::random(),
+            ..Options::default()
+        };
+        let engine = Engine::new(opts, state);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let storage = StorageThread::start(store.clone(), STORAGE_DEPTH, done_tx);
+        let driver = Driver::new(
+            core.clone(),
+            engine,
+            driver_rx,
+            storage.jobs.clone(),
+            done_rx,
+            applied0,
+        );
+        tasks.push(tokio::spawn(driver.run()));
+
+        let handle = Handle { core: core.clone() };
+        if let Then::Bootstrap = then {
+            if let Err(e) = cluster::bootstrap(&handle).await {
+                stop.cancel();
+                return Err(StartError::Config(format!("bootstrap failed: {e}")));
+            }
+            store
+                .meta_put(meta::BOOTSTRAPPED, b"1")
+                .map_err(|e| store_err(&cfg, e))?;
+        }
+        tasks.push(tokio::spawn(cluster::membership_task(handle)));
+        tracing::info!(%id, listen = %addr, "doozerd ready");
+        Ok(Node {
+            core,
+            addr,
+            tasks,
+            storage: Some(storage),
+        })
+    }
+
+    /// The address clients (and peers) connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This node's id (16 base32 characters).
+    pub fn id(&self) -> String {
+        self.core.id.to_string()
+    }
+
+    /// The handle client sessions use; also handy for embedding without a socket.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            core: self.core.clone(),
+        }
+    }
+
+    /// Resolves when the node stopped on its own (storage failure).
+    pub async fn stopped(&self) {
+        self.core.stop.cancelled().await
+    }
+
+    /// Stops every task, waits for queued storage work to finish, closes the store.
+    pub async fn shutdown(mut self) {
+        tracing::info!(id = %self.core.id, "doozerd shutting down");
+        self.core.stop.cancel();
+        self.core.peers.close();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(mut storage) = self.storage.take() {
+            let thread = storage.thread.take();
+            // The last job sender goes with it: the thread finishes its queue and exits.
+            drop(storage);
+            if let Some(t) = thread {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.core.stop.cancel();
+    }
+}
+
+fn solo(id: NodeId) -> Config {
+    Config {
+        voters: BTreeSet::from([id]),
+        learners: BTreeSet::new(),
+    }
+}

@@ -1,0 +1,102 @@
+//! The storage thread: the only writer of the store.
+//!
+//! redb commits block on fsync, so they run on one dedicated `std::thread`, never on a tokio
+//! worker. The engine driver hands it [`Batch`]es through a bounded channel and keeps
+//! working while a commit is in flight (pipelining). Batches that queue up behind a commit
+//! are merged into one write transaction (group commit: one fsync for many engine steps),
+//! and completions come back in submission order, so the driver can release
+//! `send_after_persist` messages in persist order.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use doozer_store::{Batch, Commit, SnapshotMeta, Store};
+use tokio::sync::{mpsc, oneshot};
+
+/// Batches merged into one transaction at most.
+const MAX_MERGE: usize = 256;
+
+/// Work for the storage thread.
+pub(crate) enum Job {
+    /// Commit this batch (records before decided slots, in order).
+    Commit(Batch),
+    /// Replace the applied state with the snapshot in this file, then delete the file.
+    Install(PathBuf, oneshot::Sender<Result<SnapshotMeta, String>>),
+}
+
+/// The outcome of one transaction: it covers `batches` consecutive `Job::Commit`s.
+pub(crate) struct Completion {
+    pub batches: usize,
+    pub result: Result<Commit, String>,
+}
+
+/// Handle to the storage thread; dropping every sender stops it.
+pub(crate) struct StorageThread {
+    pub jobs: mpsc::Sender<Job>,
+    pub thread: Option<JoinHandle<()>>,
+}
+
+impl StorageThread {
+    /// Starts the thread. Completions arrive on `done`, in order.
+    pub fn start(store: Store, depth: usize, done: mpsc::UnboundedSender<Completion>) -> Self {
+        let (tx, rx) = mpsc::channel(depth);
+        let thread = std::thread::Builder::new()
+            .name("doozer-storage".into())
+            .spawn(move || run(store, rx, done))
+            .expect("spawn the storage thread");
+        StorageThread {
+            jobs: tx,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Completion>) {
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match rx.blocking_recv() {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        match job {
+            Job::Install(path, reply) => {
+                let res = std::fs::File::open(&path)
+                    .map_err(|e| format!("open snapshot {}: {e}", path.display()))
+                    .and_then(|f| {
+                        let mut r = std::io::BufReader::new(f);
+                        store.install_snapshot(&mut r).map_err(|e| e.to_string())
+                    });
+                let _ = std::fs::remove_file(&path);
+                let _ = reply.send(res);
+            }
+            Job::Commit(mut batch) => {
+                let mut batches = 1;
+                // Group commit: take whatever queued up meanwhile, up to a bound.
+                while batches < MAX_MERGE {
+                    match rx.try_recv() {
+                        Ok(Job::Commit(b)) => {
+                            batch.records.extend(b.records);
+                            batch.decided.extend(b.decided);
+                            batches += 1;
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let result = store.commit(batch).map_err(|e| e.to_string());
+                let failed = result.is_err();
+                if done.send(Completion { batches, result }).is_err() || failed {
+                    // After a failed commit nothing later may be written: the driver
+                    // stops the node.
+                    return;
+                }
+            }
+        }
+    }
+}

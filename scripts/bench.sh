@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Starts a 3-node doozerd cluster on loopback (fsync on, data in a temp dir), runs dzbench
+# (one client's latency, then N concurrent clients' throughput, 100-byte sets), stops it.
+# Usage: scripts/bench.sh [CLIENTS] [SECS]
+set -euo pipefail
+CLIENTS=${1:-64}
+SECS=${2:-10}
+cd "$(dirname "$0")/.."
+cargo build --release -p doozerd --bins
+BIN=target/release
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+start() { # n args...
+  local n=$1; shift
+  "$BIN/doozerd" --data-dir "$TMP/n$n" -l 127.0.0.1:0 "$@" >"$TMP/n$n.out" 2>"$TMP/n$n.log" &
+  PIDS+=($!)
+  for _ in $(seq 200); do
+    if [ -s "$TMP/n$n.out" ]; then awk '{print $5; exit}' "$TMP/n$n.out"; return; fi
+    sleep 0.05
+  done
+  echo "node $n did not start" >&2; cat "$TMP/n$n.log" >&2; exit 1
+}
+A0=$(start 0)
+A1=$(start 1 -a "$A0")
+A2=$(start 2 -a "$A0")
+# Wait until both joiners hold a /ctl/cal slot (voters), visible in the seed's log.
+for _ in $(seq 200); do
+  n1=$(grep -c "claimed cal slot" "$TMP/n1.log" || true)
+  n2=$(grep -c "claimed cal slot" "$TMP/n2.log" || true)
+  n=$((n1 + n2))
+  [ "$n" -ge 2 ] && break
+  sleep 0.05
+done
+sleep 1 # let the alpha window pass so all three vote
+echo "cluster: $A0 $A1 $A2"
+"$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100
