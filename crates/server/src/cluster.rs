@@ -243,6 +243,9 @@ pub(crate) async fn membership_task(h: Handle) {
     let mut applied = core.applied.subscribe();
     let mut consensus = core.consensus.subscribe();
     let mut leader_since: Option<Instant> = None;
+    // Re-register only a node that was registered and then removed: a joiner still
+    // catching up does not see its own registration yet.
+    let mut seen_registered = false;
     let period = (core.cfg.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -262,19 +265,21 @@ pub(crate) async fn membership_task(h: Handle) {
         } else {
             leader_since = None;
         }
-        claim_slot(&h).await;
+        claim_slot(&h, &mut seen_registered).await;
     }
 }
 
-async fn claim_slot(h: &Handle) {
+async fn claim_slot(h: &Handle, seen_registered: &mut bool) {
     let core = &h.core;
     let me = core.id.to_string();
     let store = &core.store;
     let registered = store
         .get(&format!("/ctl/node/{me}/addr"), None)
         .is_ok_and(|(_, rev)| rev > 0);
-    if !registered {
-        tracing::info!("this node is not registered (removed while away?); registering again");
+    if registered {
+        *seen_registered = true;
+    } else if *seen_registered {
+        tracing::info!("this node was removed from the cluster; registering again");
         let ops = registration(
             core.id,
             &core.advertise,
@@ -284,6 +289,8 @@ async fn claim_slot(h: &Handle) {
         if let Err(e) = write_all(h, ops, core.cfg.write_deadline).await {
             tracing::warn!(error = %e, "re-registration failed");
         }
+        return;
+    } else {
         return;
     }
     let slots = cal_slots(store);

@@ -39,6 +39,8 @@ const QUEUE_MSGS: usize = 8192;
 const SNAPSHOT_CHUNK: usize = 256 << 10;
 /// Deadline for dialing a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// An outbound link idle this long sends a [`Frame::Ping`].
+const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// One frame on a peer connection.
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +49,9 @@ pub(crate) enum Frame {
     Hello { id: NodeId, cluster: String },
     /// An engine message.
     Msg(Message),
+    /// Sent on an idle link: the sender is alive (failure detection does not depend on
+    /// what the engine happens to send).
+    Ping,
     /// Asks the receiving node to register the sender as a member.
     Join(JoinRequest),
     /// Answer to [`Frame::Join`].
@@ -283,9 +288,12 @@ async fn pump(
     )
     .await?;
     w.flush().await?;
+    let ping = encode(&Frame::Ping);
     loop {
-        let Some(first) = rx.recv().await else {
-            return Ok(());
+        let first = match tokio::time::timeout(PING_EVERY, rx.recv()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(_) => ping.clone(),
         };
         write_frame(&mut w, &first).await?;
         // Write whatever else is queued, then flush once.
@@ -330,6 +338,7 @@ pub(crate) async fn serve_inbound(core: Arc<Core>, stream: TcpStream) {
             tracing::debug!(?peer, %id, "peer stream open");
             loop {
                 match conn.recv().await {
+                    Ok(Frame::Ping) => core.heard(id),
                     Ok(Frame::Msg(m)) => {
                         core.heard(id);
                         if core
