@@ -262,11 +262,18 @@ fn children(tree: &Tree, p: &str) -> Vec<String> {
     } else {
         format!("{p}/")
     };
-    let names: BTreeSet<String> = tree
+    // Inserted one by one rather than collected: `BTreeSet::from_iter` instantiates the
+    // stable sort, which rustc 1.95's incremental build at opt-level 1 (our test profile)
+    // miscompiles into an rlib with undefined symbols (rust-lang/rust#81280).
+    let mut names = BTreeSet::new();
+    for (k, _) in tree
         .range(prefix.clone()..)
         .take_while(|(k, _)| k.starts_with(&prefix))
-        .filter_map(|(k, _)| k[prefix.len()..].split('/').next().map(str::to_owned))
-        .collect();
+    {
+        if let Some(name) = k[prefix.len()..].split('/').next() {
+            names.insert(name.to_owned());
+        }
+    }
     names.into_iter().collect()
 }
 

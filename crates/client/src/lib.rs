@@ -19,12 +19,18 @@
 //! * TLS (rustls, ring) with [`TlsOptions`]: the cluster's CA and an optional client
 //!   certificate.
 //!
-//! ```no_run
+//! ```
 //! use doozer_client::{Client, ClientError, ErrCode};
 //! use futures::StreamExt;
 //!
-//! # async fn demo() -> Result<(), ClientError> {
-//! let client = Client::connect("doozer:?ca=127.0.0.1:8046&ca=127.0.0.1:8047").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), ClientError> {
+//! # // An in-memory server stands in for a cluster here (feature "fake-server").
+//! # let cluster = doozer_client::fake::FakeCluster::new();
+//! # let node = cluster.start().await;
+//! # let uri = node.uri();
+//! // `uri` is e.g. "doozer:?ca=10.0.0.1:8046&ca=10.0.0.2:8046&sk=secret".
+//! let client = Client::connect(&uri).await?;
 //!
 //! // Create only if missing (rev 0), then compare-and-set against the rev we read.
 //! let rev = client.set("/app/config", 0, "v1").await?;

@@ -156,7 +156,7 @@ async fn requests_are_pipelined_and_answers_may_come_out_of_order() {
         async move { c.set(&format!("/p/k{i}"), 0, format!("{i}")).await }
     });
     let mut revs: Vec<i64> = futures::future::try_join_all(sets).await.unwrap();
-    revs.sort();
+    revs.sort_unstable();
     revs.dedup();
     assert_eq!(revs.len(), 200, "every SET got its own answer");
     assert_eq!(revs, (start + 1..=start + 200).collect::<Vec<_>>());
