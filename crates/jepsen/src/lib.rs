@@ -1,3 +1,5 @@
 //! placeholder tour
 pub mod history;
 pub mod linearizability;
+pub mod set_checker;
+pub mod watch_checker;
