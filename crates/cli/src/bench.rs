@@ -224,15 +224,21 @@ async fn watch_run(
     let glob = format!("{ROOT}/**");
     let last_rev = Arc::new(AtomicU64::new(u64::MAX));
     let mut watchers = Vec::new();
+    let end_key = format!("{ROOT}/end");
     for c in &conns {
         let mut w = c.watch(&glob, from);
         let last_rev = last_rev.clone();
+        let end_key = end_key.clone();
         watchers.push(tokio::spawn(async move {
             let mut t = Tally::new();
             let mut seen = 0u64;
             while let Some(ev) = w.next().await {
                 match ev {
                     Ok(ev) => {
+                        // The closing write carries no timestamp.
+                        if ev.path == end_key {
+                            break;
+                        }
                         seen += 1;
                         if ev.value.len() >= 8 {
                             let sent =
@@ -271,7 +277,7 @@ async fn watch_run(
     }
     last_rev.store(last.max(0) as u64, Ordering::Release);
     // Wake watchers that are already past the last write: one more event they will see.
-    let _ = writer.set(&format!("{ROOT}/end"), -1, vec![0u8; 8]).await;
+    let _ = writer.set(&end_key, -1, Bytes::new()).await;
     let mut total = Tally::new();
     let mut deliveries = 0;
     for w in watchers {
@@ -364,34 +370,25 @@ fn report(
         }))?;
         return Ok(());
     }
+    // Latency is per request; for watch, from a write's start to each watcher's delivery.
     let what = if deliveries.is_some() {
-        "write-to-delivery latency (ms)"
+        "write-to-delivery latency, ms"
     } else {
-        "latency (ms)"
+        "latency, ms"
     };
     let mut s = format!(
-        "workload {name}, {clients} clients, {value_size}-byte values\n\
-         {:<10} {:>10} {:>8} {:>9} {:>11} | {what}\n\
-         {:<10} {:>10} {:>8} {:>9} {:>11} | {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-        "workload",
-        "ops",
-        "errors",
-        "seconds",
-        "ops/s",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
+        "{:<8} {:>7} {:>6} {:>10} {:>7} {:>8} {:>10} | {what}\n",
+        "workload", "clients", "bytes", "ops", "errors", "seconds", "ops/s"
     );
     s.push_str(&format!(
-        "{:<10} {:>10} {:>8} {:>9.2} {:>11.1} | {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "{:<8} {:>7} {:>6} {:>10} {:>7} {:>8} {:>10} | {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "", "", "", "", "", "", "", "p50", "p90", "p99", "p99.9", "max"
+    ));
+    s.push_str(&format!(
+        "{:<8} {:>7} {:>6} {:>10} {:>7} {:>8.2} {:>10.1} | {:>8} {:>8} {:>8} {:>8} {:>8}\n",
         name,
+        clients,
+        value_size,
         ops,
         t.errors,
         secs,

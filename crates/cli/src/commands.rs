@@ -149,18 +149,26 @@ Prints the new revision on stdout, or an error message on stderr.
     },
     Cmd {
         name: "snapshot",
-        args: "<save|restore> <file>",
+        args: "<save|restore|import> <file>",
         nargs: 2,
         desc: "back up or restore the tree",
         help: "snapshot save <file>: writes every file of the tree as of one revision (the
 current one, or -r) to <file> (- for stdout), one JSON object per line:
 a header {\"doozer_snapshot\":1,\"rev\":R,\"files\":N} then
-{\"path\":P,\"rev\":R,\"value\":BASE64} for each file.
+{\"path\":P,\"rev\":REV,\"value\":BASE64} for each file. All reads are made at
+revision R, so the backup is exactly the tree as it was at R.
 
-snapshot restore <file>: creates every file of the snapshot outside /ctl in the
-cluster (which should be new), with create-only writes. The cluster assigns new
-revisions: a client-side restore cannot keep the original revision numbers. To
-keep them, give the snapshot to doozerd when creating the cluster instead.
+snapshot restore <file>: recreates every file outside /ctl in a new cluster with
+its original revision number, and brings the cluster to revision R. Revisions
+are global, so this needs a cluster whose revision is still below the lowest
+file revision in the snapshot (a new cluster, before anyone writes to it): the
+gaps are filled with NOPs, then each file is created exactly at its revision.
+Nothing else may write to the cluster meanwhile; if anything does, the restore
+stops with an error naming the file. Running it again resumes: files already
+restored at their revision are skipped.
+
+snapshot import <file>: creates every file outside /ctl with create-only
+writes in any cluster. The cluster assigns new revisions.
 ",
     },
     Cmd {

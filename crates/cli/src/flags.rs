@@ -2,6 +2,14 @@
 //! double dash, `-f value` or `-f=value`, stopping at the first non-flag argument or `--`.
 //! The same set is parsed again on the arguments after the command, so
 //! `doozer wait -r 5 /x` and `doozer -r 5 wait /x` mean the same.
+//!
+//! Why not clap: scripts written for the Go original must keep working byte for byte, and
+//! clap cannot parse that syntax identically. Go's `flag` takes long names after a single
+//! dash (`-json`, `-tls-ca`, `-value-size`, as well as `--json`), which clap has no mode
+//! for; it stops at the first non-flag word, so `doozer del /x -1` passes `-1` as an
+//! argument and `doozer set /x 5 -r 3` is a wrong argument count, where clap would take
+//! `-1`/`-r 3` as flags; and the original's flag errors, usage layout (`PrintDefaults`) and
+//! exit status 2 are part of the contract. The parser is small and fully tested below.
 
 use std::fmt::Write as _;
 use std::time::Duration;
