@@ -1,0 +1,315 @@
+//! The safety checkers. The world calls them at every event that can break an invariant
+//! (every decision, application, persisted record, durable record, snapshot and read answer),
+//! so a violation is reported at the step that caused it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use doozer_paxos::{Ballot, CommandId, NodeId, ReadError, Record, Slot, Value};
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Simulated time it was found at.
+    pub tick: u64,
+    /// Which invariant: `agreement`, `validity`, `stability`, `durability`, `read-index`,
+    /// `state`, `contract`, `liveness`, `duplicate`.
+    pub kind: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] at tick {}: {}", self.kind, self.tick, self.detail)
+    }
+}
+
+/// Things worth counting that are not violations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Notes {
+    /// A command decided in a second slot although its client proposed it only once.
+    pub engine_dup_cmds: u64,
+    /// A command decided in a second slot after its client retried it (the state machine
+    /// applies it once).
+    pub retried_dup_cmds: u64,
+    /// Read indexes given.
+    pub reads_ok: u64,
+    /// Read-index requests refused (no leader, leader changed, busy).
+    pub reads_err: u64,
+}
+
+/// Short text of a value for reports.
+pub fn describe(value: &Value) -> String {
+    match value {
+        Value::Noop => "noop".to_string(),
+        Value::Batch(cmds) => {
+            let ids: Vec<String> = cmds
+                .iter()
+                .take(6)
+                .map(|c| format!("{:x}.{}", c.id.node.0 & 0xffff, c.id.seq))
+                .collect();
+            let more = if cmds.len() > 6 {
+                format!(" +{}", cmds.len() - 6)
+            } else {
+                String::new()
+            };
+            format!("batch[{}{}]", ids.join(","), more)
+        }
+    }
+}
+
+/// Global knowledge the invariants are checked against.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// The first value any node decided for each slot, and who decided it.
+    pub decided: BTreeMap<Slot, (Value, NodeId)>,
+    /// Highest slot any node has decided.
+    pub max_decided: Slot,
+    /// The first slot each command was decided in.
+    pub cmd_slot: BTreeMap<CommandId, Slot>,
+    /// Every command a client created, with its data and how often it was proposed.
+    pub proposed: BTreeMap<CommandId, (Bytes, u32)>,
+    /// The state digest after each slot, from the first node that applied it.
+    pub digests: BTreeMap<Slot, u64>,
+    /// Highest promise each node has made durable (and so may have told someone).
+    promised: BTreeMap<NodeId, Ballot>,
+    /// Highest ballot each node has durably accepted in each slot.
+    accepted: BTreeMap<(NodeId, Slot), Ballot>,
+    /// Outstanding read-index requests: ctx -> (asked node, highest decided slot at the call).
+    reads: BTreeMap<u64, (NodeId, Slot)>,
+    /// The first violation found, if any.
+    pub violation: Option<Violation>,
+    /// Counters.
+    pub notes: Notes,
+    /// Whether a command decided in two slots, proposed once, is a violation (engine dedupes).
+    pub strict_dedupe: bool,
+}
+
+impl Checker {
+    fn fail(&mut self, tick: u64, kind: &'static str, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation { tick, kind, detail });
+        }
+    }
+
+    /// A client created `id`; `proposals` counts its (re)proposals.
+    pub fn on_created(&mut self, id: CommandId, data: Bytes) {
+        self.proposed.insert(id, (data, 0));
+    }
+
+    /// A client handed `id` to an engine (again).
+    pub fn on_proposed(&mut self, id: CommandId) {
+        if let Some(entry) = self.proposed.get_mut(&id) {
+            entry.1 += 1;
+        }
+    }
+
+    /// `node`'s engine reported `slot` decided with `value`.
+    pub fn on_decided(&mut self, tick: u64, node: NodeId, slot: Slot, value: &Value) {
+        if let Value::Batch(cmds) = value {
+            if cmds.is_empty() {
+                self.fail(
+                    tick,
+                    "contract",
+                    format!("{node} decided an empty batch in slot {slot}"),
+                );
+            }
+            for (i, cmd) in cmds.iter().enumerate() {
+                match self.proposed.get(&cmd.id) {
+                    None => self.fail(
+                        tick,
+                        "validity",
+                        format!(
+                            "{node} decided slot {slot} with command {:?} nobody proposed",
+                            cmd.id
+                        ),
+                    ),
+                    Some((data, _)) if *data != cmd.data => self.fail(
+                        tick,
+                        "validity",
+                        format!(
+                            "{node} decided slot {slot} with command {:?} whose data changed",
+                            cmd.id
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if cmds[..i].iter().any(|c| c.id == cmd.id) {
+                    self.fail(
+                        tick,
+                        "duplicate",
+                        format!("slot {slot} holds command {:?} twice", cmd.id),
+                    );
+                }
+            }
+        }
+        match self.decided.get(&slot) {
+            Some((first, by)) => {
+                if first != value {
+                    let detail = format!(
+                        "slot {slot}: {by} decided {} but {node} decided {}",
+                        describe(first),
+                        describe(value)
+                    );
+                    self.fail(tick, "agreement", detail);
+                }
+            }
+            None => {
+                self.decided.insert(slot, (value.clone(), node));
+                self.max_decided = self.max_decided.max(slot);
+                if let Value::Batch(cmds) = value {
+                    for cmd in cmds {
+                        self.note_cmd_slot(tick, cmd.id, slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_cmd_slot(&mut self, tick: u64, id: CommandId, slot: Slot) {
+        match self.cmd_slot.get(&id) {
+            None => {
+                self.cmd_slot.insert(id, slot);
+            }
+            Some(&first) if first != slot => {
+                let proposals = self.proposed.get(&id).map_or(0, |p| p.1);
+                if proposals <= 1 {
+                    self.notes.engine_dup_cmds += 1;
+                    if self.strict_dedupe {
+                        self.fail(
+                            tick,
+                            "duplicate",
+                            format!("command {id:?} proposed once was decided in slots {first} and {slot}"),
+                        );
+                    }
+                } else {
+                    self.notes.retried_dup_cmds += 1;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// `node`'s state machine applied `slot` and now has `digest`.
+    pub fn on_applied(&mut self, tick: u64, node: NodeId, slot: Slot, digest: u64) {
+        match self.digests.get(&slot) {
+            Some(&d) if d != digest => self.fail(
+                tick,
+                "state",
+                format!("{node}'s state after slot {slot} differs from the first node's"),
+            ),
+            Some(_) => {}
+            None => {
+                self.digests.insert(slot, digest);
+            }
+        }
+    }
+
+    /// `node` is about to persist `records` (not yet durable).
+    pub fn on_persist(&mut self, tick: u64, node: NodeId, records: &[Record]) {
+        let told = self.promised.get(&node).copied().unwrap_or(Ballot::ZERO);
+        for rec in records {
+            match rec {
+                Record::Promise(b) if *b < told => self.fail(
+                    tick,
+                    "durability",
+                    format!("{node} promised {b} after durably promising {told}"),
+                ),
+                Record::Accept { slot, ballot, .. } => {
+                    if *ballot < told {
+                        self.fail(
+                            tick,
+                            "durability",
+                            format!("{node} accepted slot {slot} at {ballot} after durably promising {told}"),
+                        );
+                    }
+                    if let Some(prev) = self.accepted.get(&(node, *slot)) {
+                        if ballot < prev {
+                            let detail = format!(
+                                "{node} accepted slot {slot} at {ballot} after durably accepting it at {prev}"
+                            );
+                            self.fail(tick, "durability", detail);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `records` of `node` are now durable.
+    pub fn on_durable(&mut self, node: NodeId, records: &[Record]) {
+        for rec in records {
+            match rec {
+                Record::Promise(b) => {
+                    let p = self.promised.entry(node).or_insert(Ballot::ZERO);
+                    *p = (*p).max(*b);
+                }
+                Record::Accept { slot, ballot, .. } => {
+                    let a = self.accepted.entry((node, *slot)).or_insert(*ballot);
+                    *a = (*a).max(*ballot);
+                }
+            }
+        }
+    }
+
+    /// Forgets per-slot acceptor facts at or below `slot` (every node has applied it).
+    pub fn compact(&mut self, slot: Slot) {
+        self.accepted.retain(|(_, s), _| *s > slot);
+    }
+
+    /// A read-index request `ctx` was made at `node`.
+    pub fn on_read_call(&mut self, ctx: u64, node: NodeId) {
+        self.reads.insert(ctx, (node, self.max_decided));
+    }
+
+    /// `node` answered read-index request `ctx`.
+    pub fn on_read_answer(
+        &mut self,
+        tick: u64,
+        node: NodeId,
+        ctx: u64,
+        answer: &Result<Slot, ReadError>,
+    ) {
+        let Some((asked, floor)) = self.reads.remove(&ctx) else {
+            self.fail(
+                tick,
+                "contract",
+                format!("{node} answered read {ctx} which is not outstanding"),
+            );
+            return;
+        };
+        if asked != node {
+            self.fail(
+                tick,
+                "contract",
+                format!("read {ctx} asked at {asked} was answered at {node}"),
+            );
+        }
+        match answer {
+            Ok(index) => {
+                self.notes.reads_ok += 1;
+                if *index < floor {
+                    self.fail(
+                        tick,
+                        "read-index",
+                        format!("read {ctx} at {node} got index {index} but slot {floor} was decided before it was asked"),
+                    );
+                }
+            }
+            Err(_) => self.notes.reads_err += 1,
+        }
+    }
+
+    /// `node` crashed: its outstanding reads will never be answered.
+    pub fn on_crash(&mut self, node: NodeId) {
+        self.reads.retain(|_, (asked, _)| *asked != node);
+    }
+
+    /// Records a violation found by the world itself.
+    pub fn report(&mut self, tick: u64, kind: &'static str, detail: String) {
+        self.fail(tick, kind, detail);
+    }
+}
