@@ -656,3 +656,26 @@ fn bench_runs_and_reports_percentiles() {
         )
     );
 }
+
+#[test]
+fn boot_uri_finds_the_cluster_by_name() {
+    // -b names a DzNS cluster whose /ctl/ns/<cn>/* hold the addresses of cluster <cn>.
+    let target = Fake::new();
+    target.set("/where", "target");
+    let dzns = Fake::new();
+    dzns.set("/ctl/ns/prod/NODEA", &target.server.addr());
+    assert_eq!(
+        dz("doozer:?cn=prod", &["-b", &dzns.uri(), "get", "/where"]),
+        exp("target", "", 0)
+    );
+    // DOOZER_BOOT_URI is the default for -b.
+    let o = support::cmd("doozer:?cn=prod", &["get", "/where"])
+        .env("DOOZER_BOOT_URI", dzns.uri())
+        .output()
+        .unwrap();
+    assert_eq!((o.status.code(), &o.stdout[..]), (Some(0), &b"target"[..]));
+    assert_eq!(
+        dz("doozer:?cn=nope", &["-b", &dzns.uri(), "get", "/where"]),
+        exp("", "Error: NOENT\n", 2)
+    );
+}
