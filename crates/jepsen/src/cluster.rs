@@ -1,0 +1,553 @@
+//! A cluster of real `doozerd` processes on 127.0.0.1, with their peer links routed
+//! through the harness's [`Net`] of fault proxies.
+//!
+//! Node `i` listens on `127.0.0.1:L_i` (clients dial this directly) and advertises its
+//! proxy `P_i` (`--advertise`), so every peer connection to it crosses the proxy. Each node
+//! keeps its data directory and log under `DIR/nodes/n<i>/`; a restart reuses both, and
+//! the same ports. The leader is learnt from the nodes' logs (`became leader`,
+//! `leader changed leader=<id>`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use doozer_client::{Client, ClientOptions};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+use crate::proxy::Net;
+
+/// Why the cluster could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The doozerd binary is not there.
+    #[error("doozerd binary not found at {0} (build it with `cargo build -p doozerd`, or pass --doozerd PATH)")]
+    NoBinary(PathBuf),
+    /// Starting a process or a proxy, or writing a file, failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A node did not come up in time.
+    #[error("node n{node} did not start: {reason} (see {log})")]
+    Start {
+        /// The node.
+        node: usize,
+        /// What went wrong.
+        reason: String,
+        /// Its log file.
+        log: String,
+    },
+    /// The cluster did not form (not every node became a member) in time.
+    #[error("cluster did not form: {0}")]
+    Form(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.into();
+    move |source| ClusterError::Io { what, source }
+}
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The `doozerd` binary.
+    pub doozerd: PathBuf,
+    /// Number of nodes (all of them voters).
+    pub nodes: usize,
+    /// Directory for data directories and logs.
+    pub dir: PathBuf,
+    /// Start the nodes with the planted bug `--unsafe-local-reads`.
+    pub unsafe_local_reads: bool,
+    /// `--write-deadline` of the nodes, in seconds.
+    pub write_deadline_secs: f64,
+}
+
+/// What each node's log says about the leader: `Some(Some(i))` node i, `Some(None)` no
+/// leader, `None` nothing said yet.
+type LeaderViews = Arc<Mutex<Vec<Option<Option<String>>>>>;
+
+/// One node.
+struct NodeProc {
+    listen: SocketAddr,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    id: Option<String>,
+    paused: bool,
+}
+
+/// A running cluster. Dropping it kills every node (SIGKILL) and stops the proxies.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    nodes: Vec<NodeProc>,
+    net: Net,
+    views: LeaderViews,
+    /// Node exits the harness did not cause: (node, exit status).
+    crashes: Vec<(usize, String)>,
+}
+
+impl Cluster {
+    /// Starts `cfg.nodes` nodes: the first creates the cluster with `--cals N`, the others
+    /// join through it; returns once every `/ctl/cal` slot is taken and a write succeeds.
+    pub async fn start(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        if !cfg.doozerd.is_file() {
+            return Err(ClusterError::NoBinary(cfg.doozerd.clone()));
+        }
+        let mut listens = Vec::new();
+        {
+            // Reserve distinct free ports, then release them for the nodes to bind.
+            let mut held = Vec::new();
+            for _ in 0..cfg.nodes {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("reserve a port"))?;
+                listens.push(l.local_addr().map_err(io("reserve a port"))?);
+                held.push(l);
+            }
+        }
+        let net = Net::start(listens.clone())
+            .await
+            .map_err(io("start the proxies"))?;
+        let mut nodes = Vec::new();
+        for (i, listen) in listens.iter().enumerate() {
+            let dir = cfg.dir.join("nodes").join(format!("n{i}"));
+            std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+            nodes.push(NodeProc {
+                listen: *listen,
+                data: dir.join("data"),
+                log: dir.join("log.txt"),
+                child: None,
+                id: None,
+                paused: false,
+            });
+        }
+        let views = Arc::new(Mutex::new(vec![None; cfg.nodes]));
+        let mut c = Cluster {
+            cfg,
+            nodes,
+            net,
+            views,
+            crashes: Vec::new(),
+        };
+        c.spawn(0, true).await?;
+        for i in 1..c.nodes.len() {
+            c.spawn(i, true).await?;
+        }
+        c.await_formed(Duration::from_secs(60)).await?;
+        Ok(c)
+    }
+
+    /// The proxies.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True for a cluster without nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Client address of node `i`.
+    pub fn client_addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].listen
+    }
+
+    /// A `doozer:` URI listing every node's client address, starting with node `first`.
+    pub fn uri(&self, first: usize) -> String {
+        let n = self.nodes.len();
+        let parts: Vec<String> = (0..n)
+            .map(|k| format!("ca={}", self.nodes[(first + k) % n].listen))
+            .collect();
+        format!("doozer:?{}", parts.join("&"))
+    }
+
+    /// A `doozer:` URI of node `i` alone.
+    pub fn uri_of(&self, i: usize) -> String {
+        format!("doozer:?ca={}", self.nodes[i].listen)
+    }
+
+    /// Node `i`'s log file.
+    pub fn log_path(&self, i: usize) -> &Path {
+        &self.nodes[i].log
+    }
+
+    /// Is node `i`'s process running (possibly paused)?
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// Is node `i` paused (SIGSTOP)?
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.nodes[i].paused
+    }
+
+    /// Node exits the harness did not cause, as (node, status).
+    pub fn crashes(&self) -> &[(usize, String)] {
+        &self.crashes
+    }
+
+    /// The node the live nodes' logs agree is leader: the view held by most running,
+    /// unpaused nodes, if it names a node.
+    pub fn leader(&self) -> Option<usize> {
+        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut votes: Vec<(Option<String>, usize)> = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            if !self.is_up(i) || self.nodes[i].paused {
+                continue;
+            }
+            if let Some(v) = v {
+                let v = match v {
+                    Some(s) if s == SELF => self.nodes[i].id.clone(),
+                    other => other.clone(),
+                };
+                match votes.iter_mut().find(|(x, _)| *x == v) {
+                    Some((_, k)) => *k += 1,
+                    None => votes.push((v, 1)),
+                }
+            }
+        }
+        let (id, _) = votes.into_iter().max_by_key(|(_, k)| *k)?;
+        let id = id?;
+        self.nodes
+            .iter()
+            .position(|n| n.id.as_deref() == Some(id.as_str()))
+    }
+
+    /// Starts node `i`'s process (`first_time`: with the flags that create or join the
+    /// cluster) and waits for its `listening` line.
+    async fn spawn(&mut self, i: usize, first_time: bool) -> Result<(), ClusterError> {
+        let node = &self.nodes[i];
+        let mut cmd = Command::new(&self.cfg.doozerd);
+        cmd.arg("-l")
+            .arg(node.listen.to_string())
+            .arg("--advertise")
+            .arg(self.net.proxy_addr(i).to_string())
+            .arg("--data-dir")
+            .arg(&node.data)
+            .arg("-c")
+            .arg("jepsen")
+            .arg("-w")
+            .arg("false")
+            .arg("--write-deadline")
+            .arg(self.cfg.write_deadline_secs.to_string());
+        if first_time {
+            if i == 0 {
+                cmd.arg("--cals").arg(self.cfg.nodes.to_string());
+            } else {
+                cmd.arg("-a").arg(self.nodes[0].listen.to_string());
+            }
+        }
+        if self.cfg.unsafe_local_reads {
+            cmd.arg("--unsafe-local-reads");
+        }
+        cmd.env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("JEPSEN_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let log_path = node.log.clone();
+        let mut log = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .await
+            .map_err(io(format!("open {}", log_path.display())))?;
+        log.write_all(format!("==== harness: starting n{i} ====\n").as_bytes())
+            .await
+            .map_err(io("write log"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(io(format!("spawn {}", self.cfg.doozerd.display())))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        // stderr: append to the log, and follow what the node says about the leader.
+        {
+            let views = self.views.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let line = strip_ansi(&line);
+                    if let Some(v) = leader_view(&line) {
+                        views.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(v);
+                    }
+                    let _ = log.write_all(line.as_bytes()).await;
+                    let _ = log.write_all(b"\n").await;
+                }
+                let _ = log.flush().await;
+            });
+        }
+        // stdout: the `doozerd <id> listening on <addr>` line.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("doozerd ") {
+                    if let (Some(id), Some(tx)) = (rest.split_whitespace().next(), tx.take()) {
+                        let _ = tx.send(id.to_string());
+                    }
+                }
+            }
+        });
+        let fail = |reason: String| ClusterError::Start {
+            node: i,
+            reason,
+            log: log_path.display().to_string(),
+        };
+        let id = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(_)) => {
+                let status = child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                return Err(fail(format!("exited before listening ({status})")));
+            }
+            Err(_) => return Err(fail("no `listening` line within 30 s".into())),
+        };
+        info!(node = i, %id, pid, "node up");
+        let node = &mut self.nodes[i];
+        node.id = Some(id);
+        node.child = Some(child);
+        node.paused = false;
+        self.net.set_pid(i, pid);
+        Ok(())
+    }
+
+    /// Waits until every `/ctl/cal` slot holds a node id and a write through each node
+    /// succeeds.
+    async fn await_formed(&self, within: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + within;
+        let opts = ClientOptions {
+            timeout: Some(Duration::from_secs(3)),
+            ..ClientOptions::default()
+        };
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            match self.formed_once(&opts).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(ClusterError::Form(last))
+    }
+
+    async fn formed_once(&self, opts: &ClientOptions) -> Result<(), String> {
+        let c = Client::connect_with(&self.uri_of(0), opts.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let cals = c
+            .getdir_all("/ctl/cal", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut filled = 0;
+        for name in &cals {
+            let (v, _) = c
+                .get(&format!("/ctl/cal/{name}"), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !v.is_empty() {
+                filled += 1;
+            }
+        }
+        if filled < self.nodes.len() {
+            return Err(format!("{filled} of {} cal slots taken", self.nodes.len()));
+        }
+        // New voters count only `alpha` slots after they claimed: push enough writes
+        // through for the claims to take effect, through every node.
+        for i in 0..self.nodes.len() {
+            let c = Client::connect_with(&self.uri_of(i), opts.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            for _ in 0..if i == 0 { 60 } else { 3 } {
+                c.set("/jepsen-setup/ping", -1, format!("n{i}"))
+                    .await
+                    .map_err(|e| format!("write through n{i}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `kill -9` node `i` (continues it first if paused, so it dies at once).
+    pub async fn kill(&mut self, i: usize) {
+        self.net.set_pid(i, None);
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            if node.paused {
+                signal(&child, libc::SIGCONT);
+            }
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        node.paused = false;
+        self.views.lock().unwrap_or_else(|p| p.into_inner())[i] = None;
+    }
+
+    /// Restarts a killed node from its data directory.
+    pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        if self.nodes[i].child.is_some() {
+            return Ok(());
+        }
+        self.spawn(i, false).await
+    }
+
+    /// SIGSTOP node `i`.
+    pub fn pause(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(c) = &node.child {
+            if !node.paused {
+                signal(c, libc::SIGSTOP);
+                node.paused = true;
+            }
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(c) = &node.child {
+            if node.paused {
+                signal(c, libc::SIGCONT);
+                node.paused = false;
+            }
+        }
+    }
+
+    /// Notices nodes that exited on their own, recording them as crashes. Returns the
+    /// nodes found dead.
+    pub fn reap(&mut self) -> Vec<usize> {
+        let mut dead = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(c) = node.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    warn!(node = i, %status, "node exited on its own");
+                    self.crashes.push((i, status.to_string()));
+                    node.child = None;
+                    node.paused = false;
+                    self.net.set_pid(i, None);
+                    dead.push(i);
+                }
+            }
+        }
+        dead
+    }
+
+    /// Heals everything: network healthy, paused nodes continued, dead nodes restarted.
+    pub async fn heal_all(&mut self) -> Result<(), ClusterError> {
+        self.net.heal();
+        self.reap();
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+            self.restart(i).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node (SIGKILL).
+    pub async fn stop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(c) = node.child.as_mut() {
+                if node.paused {
+                    signal(c, libc::SIGCONT);
+                }
+                // kill_on_drop also does this; be explicit so paused nodes die too.
+                let _ = c.start_kill();
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(pid as libc::pid_t, sig);
+        }
+    }
+}
+
+/// Removes terminal colour sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a log line says about the leader, if anything: `Some(Some(id))`, or `Some(None)`
+/// for "no leader". `became leader` lines name the node itself and are handled by the
+/// caller through the `SELF` marker.
+fn leader_view(line: &str) -> Option<Option<String>> {
+    if line.contains("became leader") {
+        return Some(Some(SELF.into()));
+    }
+    if line.contains("leader changed") {
+        let id = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("leader="))?;
+        return Some(Some(id.trim_matches('"').to_string()));
+    }
+    if line.contains("no leader") {
+        return Some(None);
+    }
+    None
+}
+
+/// Stands for the node's own id in a view.
+const SELF: &str = "<self>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_tell_the_leader() {
+        let l = "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m doozerd::driver: leader changed leader=ABCDEFGHIJKLMNOP";
+        assert_eq!(
+            leader_view(&strip_ansi(l)),
+            Some(Some("ABCDEFGHIJKLMNOP".into()))
+        );
+        assert_eq!(
+            leader_view("INFO doozerd::driver: became leader ballot=Ballot { round: 3 }"),
+            Some(Some(SELF.into()))
+        );
+        assert_eq!(leader_view("INFO doozerd::driver: no leader"), Some(None));
+        assert_eq!(leader_view("INFO doozerd::peer: peer link"), None);
+    }
+}
