@@ -330,15 +330,25 @@ impl World {
             ));
         }
         for n in &self.nodes {
-            let status = n.engine.as_ref().map(|e| format!("{:?}", e.status()));
+            let status = n.engine.as_ref().map(|e| {
+                let st = e.status();
+                format!(
+                    "leader {:?} ballot {} decided {} applied {} is_leader {}",
+                    st.leader.map(Self::short),
+                    st.ballot,
+                    st.decided,
+                    st.applied,
+                    st.is_leader
+                )
+            });
             parts.push(format!(
-                "node {} {:?}: applied slot {} ({} cmds), pending batches {}, status {:?}",
+                "node {} {:?}: applied slot {} ({} cmds), pending batches {}, engine: {}",
                 Self::short(n.id),
                 n.life,
                 n.machine.applied,
                 n.machine.applied_cmds.len(),
                 n.pending.len(),
-                status
+                status.unwrap_or_else(|| "none".to_string())
             ));
         }
         parts.join("\n    ")
@@ -433,6 +443,43 @@ impl World {
     }
 
     // ---------------------------------------------------------------- network and disk
+
+    /// Persist before send: a promise or an accept may leave a node only once the record it
+    /// reports is durable there (what a crash cannot take back).
+    fn check_outgoing(&mut self, i: usize, msg: &Message) {
+        let node = &self.nodes[i];
+        match msg {
+            Message::Promise { ballot, .. } if node.promised < *ballot => {
+                let detail = format!(
+                    "{} sent a promise of {ballot} while its durable promise is {}",
+                    node.id, node.promised
+                );
+                self.check.report(self.now, "durability", detail);
+            }
+            Message::Accepted { ballot, slot } if *slot > node.machine.applied => {
+                let durable = node.accepted.get(slot).map(|(b, _)| *b);
+                if durable.is_none_or(|b| b < *ballot) {
+                    let detail = format!(
+                        "{} sent accepted({slot}, {ballot}) while its durable accept of slot {slot} is {durable:?}",
+                        node.id
+                    );
+                    self.check.report(self.now, "durability", detail);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A message leaves node `i`: to itself through its queue, to others over the network.
+    fn emit(&mut self, i: usize, to: NodeId, msg: Message) {
+        self.check_outgoing(i, &msg);
+        let from = self.nodes[i].id;
+        if to == from {
+            self.nodes[i].self_queue.push_back(msg);
+        } else {
+            self.send(from, to, msg);
+        }
+    }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
         let faults = self.net_faults;
@@ -532,11 +579,7 @@ impl World {
             });
         }
         for (to, msg) in ready.send_now {
-            if to == id {
-                self.nodes[i].self_queue.push_back(msg);
-            } else {
-                self.send(id, to, msg);
-            }
+            self.emit(i, to, msg);
         }
         if let Some(req) = ready.snapshot {
             self.note(&[9, req.from.0 as u64, req.slot], || {
@@ -608,11 +651,7 @@ impl World {
             }
             self.nodes[i].prune_accepted();
             for (to, msg) in batch.after {
-                if to == id {
-                    self.nodes[i].self_queue.push_back(msg);
-                } else {
-                    self.send(id, to, msg);
-                }
+                self.emit(i, to, msg);
             }
         }
     }
