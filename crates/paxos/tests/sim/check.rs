@@ -60,6 +60,16 @@ pub fn describe(value: &Value) -> String {
     }
 }
 
+/// A hash of a value's command ids (equal values hash equal).
+pub fn value_hash(value: &Value) -> u64 {
+    match value {
+        Value::Noop => 0,
+        Value::Batch(cmds) => cmds.iter().fold(super::machine::FNV_BASIS, |h, c| {
+            super::machine::mix(super::machine::mix(h, c.id.node.0 as u64), c.id.seq)
+        }),
+    }
+}
+
 /// Global knowledge the invariants are checked against.
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -67,6 +77,8 @@ pub struct Checker {
     pub decided: BTreeMap<Slot, (Value, NodeId)>,
     /// Highest slot any node has decided.
     pub max_decided: Slot,
+    /// What each node decided for each slot (hash of the value), across its restarts.
+    by_node: BTreeMap<(NodeId, Slot), u64>,
     /// The first slot each command was decided in.
     pub cmd_slot: BTreeMap<CommandId, Slot>,
     /// Every command a client created, with its data and how often it was proposed.
@@ -144,6 +156,18 @@ impl Checker {
                     );
                 }
             }
+        }
+        let hash = value_hash(value);
+        match self.by_node.insert((node, slot), hash) {
+            Some(before) if before != hash => self.fail(
+                tick,
+                "stability",
+                format!(
+                    "{node} decided slot {slot} again with a different value: {}",
+                    describe(value)
+                ),
+            ),
+            _ => {}
         }
         match self.decided.get(&slot) {
             Some((first, by)) => {

@@ -449,7 +449,11 @@ impl World {
     fn check_outgoing(&mut self, i: usize, msg: &Message) {
         let node = &self.nodes[i];
         match msg {
-            Message::Promise { ballot, .. } if node.promised < *ballot => {
+            // An accept at b also binds a restarted engine to b (it restores max(promised,
+            // accepted ballots)), so either record makes a promise of b safe to send.
+            Message::Promise { ballot, .. }
+                if node.promised < *ballot && node.accepted.values().all(|(b, _)| b < ballot) =>
+            {
                 let detail = format!(
                     "{} sent a promise of {ballot} while its durable promise is {}",
                     node.id, node.promised
@@ -567,9 +571,10 @@ impl World {
             self.nodes[i].emitted = *slot;
             self.check.on_decided(now, id, *slot, value);
             let desc = super::check::describe(value);
-            self.note(&[7, id.0 as u64, *slot, self.value_hash(value)], || {
-                format!("{} decided {slot} = {desc}", Self::short(id))
-            });
+            self.note(
+                &[7, id.0 as u64, *slot, super::check::value_hash(value)],
+                || format!("{} decided {slot} = {desc}", Self::short(id)),
+            );
         }
         self.check.on_persist(now, id, &ready.persist);
         for (ctx, answer) in &ready.reads {
@@ -600,15 +605,6 @@ impl World {
                 let n = self.nodes[i].pending.len();
                 self.write_batches(i, n);
             }
-        }
-    }
-
-    fn value_hash(&self, value: &doozer_paxos::Value) -> u64 {
-        match value {
-            doozer_paxos::Value::Noop => 0,
-            doozer_paxos::Value::Batch(cmds) => cmds
-                .iter()
-                .fold(FNV_BASIS, |h, c| mix(mix(h, c.id.node.0 as u64), c.id.seq)),
         }
     }
 
