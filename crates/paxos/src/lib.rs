@@ -1,11 +1,19 @@
 //! A sans-IO Multi-Paxos engine.
+mod acceptor;
 pub mod config;
 pub mod engine;
 pub mod id;
+mod learner;
+mod membership;
 pub mod message;
 pub mod options;
+mod proposals;
+mod proposer;
+mod reads;
 pub mod ready;
 pub mod state;
+#[cfg(test)]
+mod testnet;
 pub mod value;
 
 pub use config::Config;

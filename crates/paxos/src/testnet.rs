@@ -1,0 +1,384 @@
+//! A small seeded in-memory network of engines for this crate's own tests (the full
+//! simulator lives in `tests/sim`). Persistence is instant; crashes keep what was persisted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    Command, CommandId, Config, Engine, Message, NodeId, Options, PersistentState, Record, Slot,
+    Value,
+};
+
+/// What a node has on "disk".
+#[derive(Debug, Clone)]
+pub(crate) struct Disk {
+    pub(crate) state: PersistentState,
+    pub(crate) log: BTreeMap<Slot, Value>,
+}
+
+pub(crate) struct Net {
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) opts: Vec<Options>,
+    pub(crate) nodes: Vec<Option<Engine>>,
+    pub(crate) disks: Vec<Disk>,
+    pub(crate) wire: VecDeque<(NodeId, NodeId, Message)>,
+    pub(crate) chosen: BTreeMap<Slot, Value>,
+    pub(crate) loss: f64,
+    pub(crate) down: BTreeSet<usize>,
+    pub(crate) cut: BTreeSet<(usize, usize)>,
+    pub(crate) proposed: BTreeSet<CommandId>,
+    pub(crate) seq: u64,
+}
+
+pub(crate) fn id(i: usize) -> NodeId {
+    NodeId(100 + i as u128)
+}
+
+/// Config changes are commands whose data is `cfg:` followed by voter indexes.
+fn config_of(value: &Value) -> Option<Config> {
+    let Value::Batch(cmds) = value else {
+        return None;
+    };
+    cmds.iter().rev().find_map(|c| {
+        let rest = c.data.strip_prefix(b"cfg:")?;
+        Some(Config::with_voters(rest.iter().map(|i| id(*i as usize))))
+    })
+}
+
+impl Net {
+    pub(crate) fn new(n: usize, voters: usize, seed: u64, tweak: impl Fn(&mut Options)) -> Net {
+        let mut cfg = Config::with_voters((0..voters).map(id));
+        cfg.learners = (voters..n).map(id).collect();
+        let opts: Vec<Options> = (0..n)
+            .map(|i| {
+                let mut o = Options {
+                    id: id(i),
+                    alpha: 8,
+                    seed: seed * 31 + i as u64,
+                    ..Options::default()
+                };
+                tweak(&mut o);
+                o
+            })
+            .collect();
+        let disks: Vec<Disk> = (0..n)
+            .map(|_| Disk {
+                state: PersistentState::empty(cfg.clone()),
+                log: BTreeMap::new(),
+            })
+            .collect();
+        let nodes = (0..n)
+            .map(|i| Some(Engine::new(opts[i].clone(), disks[i].state.clone())))
+            .collect();
+        Net {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            opts,
+            nodes,
+            disks,
+            wire: VecDeque::new(),
+            chosen: BTreeMap::new(),
+            loss: 0.0,
+            down: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            proposed: BTreeSet::new(),
+            seq: 0,
+        }
+    }
+
+    fn index(&self, n: NodeId) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| id(*i) == n)
+    }
+
+    /// Drains one node's outputs into its disk and the wire.
+    fn flush(&mut self, i: usize) {
+        for _ in 0..16 {
+            let Some(e) = self.nodes[i].as_mut() else {
+                return;
+            };
+            let r = e.ready();
+            if r.is_empty() {
+                return;
+            }
+            let disk = &mut self.disks[i];
+            for rec in r.persist {
+                match rec {
+                    Record::Promise(b) => disk.state.promised = b,
+                    Record::Accept {
+                        slot,
+                        ballot,
+                        value,
+                    } => {
+                        disk.state.accepted.insert(slot, (ballot, value));
+                    }
+                }
+            }
+            let mut applied = Vec::new();
+            for (slot, value) in r.decided {
+                assert_eq!(
+                    slot,
+                    disk.state.applied + 1,
+                    "node {i} decided out of order"
+                );
+                match self.chosen.get(&slot) {
+                    Some(v) => assert_eq!(v, &value, "agreement violated at slot {slot}"),
+                    None => {
+                        self.chosen.insert(slot, value.clone());
+                    }
+                }
+                disk.state.applied = slot;
+                if let Some(c) = config_of(&value) {
+                    disk.state.configs.push((slot + self.opts[i].alpha, c));
+                }
+                disk.log.insert(slot, value);
+                applied.push(slot);
+            }
+            if let Some(req) = r.snapshot {
+                let from = self.index(req.from).expect("known peer");
+                let src = self.disks[from].clone();
+                let disk = &mut self.disks[i];
+                if src.state.applied > disk.state.applied {
+                    disk.log = src.log.clone();
+                    disk.state.applied = src.state.applied;
+                    disk.state.configs = src.state.configs.clone();
+                    let e = self.nodes[i].as_mut().expect("up");
+                    let slot = src.state.applied;
+                    e.snapshot_installed(slot, current_configs(&src.state, slot));
+                }
+            }
+            let e = self.nodes[i].as_mut().expect("up");
+            for slot in applied {
+                let cfg = current_configs(&self.disks[i].state, slot + self.opts[i].alpha);
+                e.applied(slot, &cfg.last().expect("a config").1);
+            }
+            let me = id(i);
+            for (to, msg) in r.send_now.into_iter().chain(r.send_after_persist) {
+                self.wire.push_back((me, to, msg));
+            }
+        }
+    }
+
+    /// Delivers up to `n` messages (with loss, duplication and reordering), flushing as it goes.
+    pub(crate) fn deliver(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.wire.is_empty() {
+                return;
+            }
+            let k = if self.loss > 0.0 && self.wire.len() > 1 && self.rng.gen_bool(0.2) {
+                self.rng.gen_range(0..self.wire.len())
+            } else {
+                0
+            };
+            let (from, to, msg) = self.wire.remove(k).expect("in range");
+            let (Some(fi), Some(ti)) = (self.index(from), self.index(to)) else {
+                continue;
+            };
+            if self.down.contains(&ti) || self.cut.contains(&(fi.min(ti), fi.max(ti))) {
+                continue;
+            }
+            if from != to && self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+                continue;
+            }
+            if from != to && self.loss > 0.0 && self.rng.gen_bool(self.loss / 2.0) {
+                self.wire.push_back((from, to, msg.clone()));
+            }
+            if let Some(e) = self.nodes[ti].as_mut() {
+                e.step(from, msg);
+            }
+            self.flush(ti);
+        }
+    }
+
+    pub(crate) fn tick_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(e) = self.nodes[i].as_mut() {
+                e.tick();
+            }
+            self.flush(i);
+        }
+    }
+
+    pub(crate) fn run(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            self.tick_all();
+            let n = self.wire.len();
+            self.deliver(n + 64);
+        }
+    }
+
+    pub(crate) fn propose(&mut self, i: usize, data: &[u8]) -> bool {
+        self.seq += 1;
+        let cmd = Command {
+            id: CommandId {
+                node: id(i),
+                seq: self.seq,
+            },
+            data: Bytes::copy_from_slice(data),
+        };
+        let Some(e) = self.nodes[i].as_mut() else {
+            return false;
+        };
+        let ok = e.propose(cmd.clone()).is_ok();
+        if ok {
+            self.proposed.insert(cmd.id);
+        }
+        self.flush(i);
+        ok
+    }
+
+    pub(crate) fn crash(&mut self, i: usize) {
+        // A crashed node's undecided proposals die with it (its client would retry).
+        let chosen = self.chosen_ids();
+        self.proposed
+            .retain(|c| c.node != id(i) || chosen.contains(c));
+        self.nodes[i] = None;
+        self.down.insert(i);
+    }
+
+    pub(crate) fn restart(&mut self, i: usize) {
+        let d = &self.disks[i];
+        let mut st = d.state.clone();
+        st.accepted = st.accepted.split_off(&(st.applied + 1));
+        st.decided_tail = d.log.iter().map(|(s, v)| (*s, v.clone())).collect();
+        st.configs = current_configs(&st, st.applied + 1);
+        self.nodes[i] = Some(Engine::new(self.opts[i].clone(), st));
+        self.down.remove(&i);
+    }
+
+    pub(crate) fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| {
+            self.nodes[*i]
+                .as_ref()
+                .is_some_and(|e| e.status().is_leader)
+        })
+    }
+
+    /// Every proposed command id appears in the chosen log.
+    pub(crate) fn all_chosen(&self) -> bool {
+        self.proposed.is_subset(&self.chosen_ids())
+    }
+
+    pub(crate) fn chosen_ids(&self) -> BTreeSet<CommandId> {
+        self.chosen
+            .values()
+            .flat_map(|v| match v {
+                Value::Batch(c) => c.iter().map(|c| c.id).collect(),
+                Value::Noop => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// The configs in force from `from` on, given the disk's config history.
+fn current_configs(st: &PersistentState, from: Slot) -> Vec<(Slot, Config)> {
+    let mut all = st.configs.clone();
+    all.sort_by_key(|(s, _)| *s);
+    let mut out: Vec<(Slot, Config)> = Vec::new();
+    for (s, c) in all {
+        if s <= from {
+            out.clear();
+            out.push((from, c));
+        } else {
+            out.push((s, c));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_nodes_elect_and_decide() {
+        let mut net = Net::new(3, 3, 1, |_| {});
+        net.run(100);
+        let l = net.leader().expect("a leader");
+        for k in 0..50 {
+            assert!(net.propose((l + k) % 3, format!("c{k}").as_bytes()));
+        }
+        net.run(50);
+        assert!(net.all_chosen());
+        for i in 0..3 {
+            assert_eq!(
+                net.nodes[i].as_ref().unwrap().status().decided,
+                *net.chosen.keys().last().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn single_node() {
+        let mut net = Net::new(1, 1, 2, |_| {});
+        net.run(70);
+        assert_eq!(net.leader(), Some(0));
+        assert!(net.propose(0, b"x"));
+        net.run(2);
+        assert!(net.all_chosen());
+    }
+
+    #[test]
+    fn lossy_crashes_and_partitions_stay_safe_and_live() {
+        for seed in 0..40 {
+            let mut net = Net::new(5, 5, seed, |_| {});
+            net.loss = 0.1;
+            for round in 0..30 {
+                net.run(10);
+                let i = net.rng.gen_range(0..5);
+                let _ = net.propose(i, format!("s{seed}r{round}").as_bytes());
+                match net.rng.gen_range(0..10) {
+                    0 => {
+                        let i = net.rng.gen_range(0..5);
+                        if net.down.len() < 2 {
+                            net.crash(i);
+                        }
+                    }
+                    1 => {
+                        let down: Vec<usize> = net.down.iter().copied().collect();
+                        for i in down {
+                            net.restart(i);
+                        }
+                    }
+                    2 => {
+                        let a = net.rng.gen_range(0..5);
+                        let b = net.rng.gen_range(0..5);
+                        net.cut.insert((a.min(b), a.max(b)));
+                    }
+                    3 => net.cut.clear(),
+                    _ => {}
+                }
+            }
+            net.loss = 0.0;
+            net.cut.clear();
+            let down: Vec<usize> = net.down.iter().copied().collect();
+            for i in down {
+                net.restart(i);
+            }
+            net.run(2000);
+            if !net.all_chosen() {
+                let chosen = net.chosen_ids();
+                let missing: Vec<_> = net.proposed.difference(&chosen).collect();
+                for i in 0..5 {
+                    eprintln!("{i}: {:?}", net.nodes[i].as_ref().unwrap().status());
+                }
+                panic!("seed {seed}: not all proposals chosen: {missing:?}");
+            }
+            let top = *net.chosen.keys().last().unwrap_or(&0);
+            eprintln!(
+                "seed {seed}: {} chosen slots, {} proposals, ballot {:?}",
+                top,
+                net.proposed.len(),
+                net.nodes[0].as_ref().unwrap().status().ballot
+            );
+            for i in 0..5 {
+                assert_eq!(
+                    net.nodes[i].as_ref().unwrap().status().decided,
+                    top,
+                    "seed {seed} node {i}"
+                );
+            }
+        }
+    }
+}
