@@ -169,6 +169,42 @@ impl FakeCluster {
         FakeServer { addr, stop }
     }
 
+    /// Starts a server for this cluster that speaks TLS (rustls, ring) with the PEM
+    /// certificate chain and key given; with `client_ca`, it requires a client certificate
+    /// signed by that CA. Connections whose handshake fails are dropped.
+    pub async fn start_tls(
+        &self,
+        cert_file: &std::path::Path,
+        key_file: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<FakeServer, String> {
+        let acceptor = tls_acceptor(cert_file, key_file, client_ca)?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let stop = CancellationToken::new();
+        let state = self.state.clone();
+        let stop2 = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop2.cancelled() => return,
+                };
+                if let Ok((sock, _)) = accepted {
+                    let (acceptor, state, stop) = (acceptor.clone(), state.clone(), stop2.clone());
+                    tokio::spawn(async move {
+                        if let Ok(tls) = acceptor.accept(sock).await {
+                            serve_conn(tls, state, stop).await;
+                        }
+                    });
+                }
+            }
+        });
+        Ok(FakeServer { addr, stop })
+    }
+
     /// Applies a write (`value: Some` = SET, `None` = DEL, `rev: None` = NOP). Failed
     /// mutations take a revision too, recording the error at `/ctl/err`, as in Doozer.
     fn mutate(&self, p: &str, rev: Option<i64>, value: Option<Bytes>) -> Result<i64, ErrCode> {
@@ -289,6 +325,61 @@ fn walk_files(tree: &Tree, dir: &str, out: &mut Vec<(String, Bytes, i64)>) {
     }
 }
 
+/// PEM files for TLS tests, written by [`write_test_certs`].
+#[derive(Debug, Clone)]
+pub struct TestCerts {
+    /// The CA certificate that signed the other two.
+    pub ca: std::path::PathBuf,
+    /// Server certificate, valid for `127.0.0.1` and `localhost`.
+    pub server_cert: std::path::PathBuf,
+    /// Its key.
+    pub server_key: std::path::PathBuf,
+    /// A client certificate (common name `client`).
+    pub client_cert: std::path::PathBuf,
+    /// Its key.
+    pub client_key: std::path::PathBuf,
+}
+
+/// Creates a fresh CA, a server and a client certificate in `dir` (as `ca.pem`,
+/// `server.pem`, `server.key`, `client.pem`, `client.key`).
+pub fn write_test_certs(dir: &std::path::Path) -> Result<TestCerts, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let err = |e: rcgen::Error| e.to_string();
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "doozer test CA");
+    let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+    let leaf = |names: Vec<String>, cn: &str| -> Result<(String, String), String> {
+        let key = KeyPair::generate().map_err(err)?;
+        let mut params = CertificateParams::new(names).map_err(err)?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (server_pem, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "server")?;
+    let (client_pem, client_key) = leaf(vec!["client".into()], "client")?;
+    let certs = TestCerts {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
+    for (path, text) in [
+        (&certs.ca, ca.pem()),
+        (&certs.server_cert, server_pem),
+        (&certs.server_key, server_key),
+        (&certs.client_cert, client_pem),
+        (&certs.client_key, client_key),
+    ] {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(certs)
+}
+
 /// A running fake server. Dropping it stops it.
 pub struct FakeServer {
     addr: SocketAddr,
@@ -318,7 +409,53 @@ impl Drop for FakeServer {
     }
 }
 
-async fn serve_conn(sock: tokio::net::TcpStream, state: Arc<State>, stop: CancellationToken) {
+fn tls_acceptor(
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use std::io::BufReader;
+    let read = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(BufReader::new)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let certs = rustls_pemfile::certs(&mut read(cert_file)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = rustls_pemfile::private_key(&mut read(key_file)?)
+        .map_err(|e| e.to_string())?
+        .ok_or("no private key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut read(ca)?) {
+                roots
+                    .add(c.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_conn<S>(sock: S, state: Arc<State>, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut stream) = Framed::new(sock, ServerCodec::new()).split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Option<Response>>();
     let conn_stop = stop.child_token();
