@@ -38,6 +38,7 @@ mod listener;
 mod node;
 mod peer;
 mod recover;
+mod session;
 mod storage;
 
 pub use crate::cluster::JoinError;
