@@ -679,3 +679,68 @@ fn boot_uri_finds_the_cluster_by_name() {
         exp("", "Error: NOENT\n", 2)
     );
 }
+
+#[test]
+fn tls_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = doozer_client::fake::write_test_certs(dir.path()).unwrap();
+    let f = Fake::new();
+    let tls = f
+        ._rt
+        .block_on(
+            f.cluster
+                .start_tls(&certs.server_cert, &certs.server_key, Some(&certs.ca)),
+        )
+        .unwrap();
+    let r = f.set("/t", "over tls");
+    let (ca, cert, key) = (
+        certs.ca.to_str().unwrap(),
+        certs.client_cert.to_str().unwrap(),
+        certs.client_key.to_str().unwrap(),
+    );
+    // Single- and double-dash spellings, before or after the command.
+    assert_eq!(
+        dz(
+            &tls.uri(),
+            &[
+                "-tls-ca",
+                ca,
+                "-tls-cert",
+                cert,
+                "-tls-key",
+                key,
+                "get",
+                "/t"
+            ]
+        ),
+        exp("over tls", "", 0)
+    );
+    assert_eq!(
+        dz(
+            &tls.uri(),
+            &[
+                "stat",
+                "--tls-ca",
+                ca,
+                "--tls-cert",
+                cert,
+                &format!("--tls-key={key}"),
+                "/t"
+            ]
+        ),
+        exp(format!("{r} 8\n"), "", 0)
+    );
+    // A certificate file that does not exist.
+    assert_eq!(
+        dz(&tls.uri(), &["-tls-ca", "/nonexistent.pem", "rev"]),
+        exp(
+            "",
+            "Error: tls: /nonexistent.pem: No such file or directory (os error 2)\n",
+            2
+        )
+    );
+    assert_eq!(
+        dz(&tls.uri(), &["-tls-cert", cert, "rev"]),
+        exp("", "Error: tls: -tls-cert and -tls-key need -tls-ca\n", 2)
+    );
+}
