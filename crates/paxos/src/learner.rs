@@ -67,7 +67,7 @@ impl Engine {
         while self.decided < commit {
             let slot = self.decided + 1;
             match self.accepted.get(&slot) {
-                Some((b, v)) if *b == ballot => {
+                Some((b, v)) if *b == ballot || self.opts.faults.count_across_ballots => {
                     let v = v.clone();
                     self.learn(slot, v);
                     if self.decided < slot {

@@ -52,7 +52,9 @@ pub struct Faults {
     pub skip_phase1: bool,
     /// A new leader ignores values accepted by others and proposes its own.
     pub ignore_accepted: bool,
-    /// Votes from different ballots for equal values are counted together.
+    /// Votes from different ballots are counted together: the leader counts `Accepted` of
+    /// any older ballot of its own, and a follower takes a value it accepted at any ballot
+    /// as the one the leader's commit index vouches for.
     pub count_across_ballots: bool,
     /// Promises and accepts leave before they are durable (go in `send_now`).
     pub send_before_persist: bool,

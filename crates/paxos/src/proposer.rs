@@ -261,6 +261,12 @@ impl Engine {
             self.step_down();
             return;
         }
+        if !self.configs.at(l.next_slot).voters.contains(&self.id()) {
+            // Removed from the voters: the remaining voters elect one of themselves.
+            tracing::info!(node = %self.id(), "no longer a voter");
+            self.step_down();
+            return;
+        }
         if due {
             self.broadcast_heartbeat();
             self.resend_accepts();

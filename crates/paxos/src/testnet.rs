@@ -31,6 +31,7 @@ pub(crate) struct Net {
     pub(crate) cut: BTreeSet<(usize, usize)>,
     pub(crate) proposed: BTreeSet<CommandId>,
     pub(crate) seq: u64,
+    pub(crate) snapshots: usize,
 }
 
 pub(crate) fn id(i: usize) -> NodeId {
@@ -85,6 +86,7 @@ impl Net {
             cut: BTreeSet::new(),
             proposed: BTreeSet::new(),
             seq: 0,
+            snapshots: 0,
         }
     }
 
@@ -140,6 +142,7 @@ impl Net {
                 let src = self.disks[from].clone();
                 let disk = &mut self.disks[i];
                 if src.state.applied > disk.state.applied {
+                    self.snapshots += 1;
                     disk.log = src.log.clone();
                     disk.state.applied = src.state.applied;
                     disk.state.configs = src.state.configs.clone();
@@ -226,6 +229,19 @@ impl Net {
         }
         self.flush(i);
         ok
+    }
+
+    /// Proposes at the current leader, waiting for one if needed.
+    pub(crate) fn propose_at_leader(&mut self, data: &[u8]) {
+        for _ in 0..100 {
+            if let Some(l) = self.leader() {
+                if self.propose(l, data) {
+                    return;
+                }
+            }
+            self.run(5);
+        }
+        panic!("no leader took the proposal");
     }
 
     pub(crate) fn crash(&mut self, i: usize) {
@@ -380,5 +396,114 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn voters_of(net: &Net, i: usize) -> usize {
+        let e = net.nodes[i].as_ref().unwrap();
+        e.configs.at(e.decided + 1).voters.len()
+    }
+
+    #[test]
+    fn membership_grows_from_one_to_five_and_shrinks_back() {
+        let mut net = Net::new(5, 1, 7, |_| {});
+        net.run(80);
+        assert_eq!(net.leader(), Some(0));
+        for n in 2..=5u8 {
+            let cfg: Vec<u8> = b"cfg:".iter().copied().chain(0..n).collect();
+            assert!(net.propose(0, &cfg));
+            net.run(5);
+            // The alpha rule: the new voters govern slots alpha after the change.
+            for k in 0..10 {
+                assert!(net.propose(0, format!("g{n}.{k}").as_bytes()));
+                net.run(2);
+            }
+            assert_eq!(voters_of(&net, 0), n as usize, "grown to {n}");
+        }
+        net.run(20);
+        assert!(net.all_chosen());
+        // Now the old leader can be lost and the others carry on.
+        net.crash(0);
+        net.run(200);
+        let l = net.leader().expect("new leader among the five");
+        assert!(net.propose(l, b"after"));
+        net.run(20);
+        assert!(net.all_chosen());
+        for n in (1..=4u8).rev() {
+            let cfg: Vec<u8> = b"cfg:".iter().copied().chain(1..=n).collect();
+            net.propose_at_leader(&cfg);
+            for k in 0..10 {
+                net.propose_at_leader(format!("s{n}.{k}").as_bytes());
+                net.run(2);
+            }
+            net.run(100);
+            let l = net.leader().expect("a leader");
+            assert_eq!(voters_of(&net, l), n as usize, "shrunk to {n}");
+        }
+        assert!(net.all_chosen());
+        let l = net.leader().unwrap();
+        assert_eq!(l, 1, "node 1 is the only voter left");
+    }
+
+    #[test]
+    fn compacted_slots_make_a_lagging_node_install_a_snapshot() {
+        let mut net = Net::new(3, 3, 9, |o| o.retain_decided = 4);
+        net.run(100);
+        let l = net.leader().unwrap();
+        let lag = (l + 1) % 3;
+        net.crash(lag);
+        for k in 0..40 {
+            assert!(net.propose(l, format!("c{k}").as_bytes()));
+            net.run(1);
+        }
+        net.run(10);
+        net.restart(lag);
+        net.run(100);
+        let top = *net.chosen.keys().last().unwrap();
+        assert_eq!(net.nodes[lag].as_ref().unwrap().status().decided, top);
+        assert!(net.snapshots >= 1, "caught up through a snapshot");
+    }
+
+    /// Each planted bug must produce an agreement violation under some seed.
+    fn fault_breaks_agreement(set: fn(&mut crate::Faults)) -> bool {
+        for seed in 0..300 {
+            let r = std::panic::catch_unwind(|| {
+                let mut net = Net::new(3, 3, seed, |o| {
+                    set(&mut o.faults);
+                    o.election_ticks = (6, 12);
+                });
+                net.loss = 0.2;
+                for round in 0..40 {
+                    net.run(3);
+                    let i = net.rng.gen_range(0..3);
+                    let _ = net.propose(i, format!("s{seed}r{round}").as_bytes());
+                    if net.rng.gen_bool(0.1) {
+                        let a = net.rng.gen_range(0..3);
+                        net.crash(a);
+                        net.run(2);
+                        net.restart(a);
+                    }
+                }
+            });
+            if r.is_err() {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn planted_faults_break_agreement() {
+        assert!(
+            fault_breaks_agreement(|f| f.skip_phase1 = true),
+            "skip_phase1"
+        );
+        assert!(
+            fault_breaks_agreement(|f| f.ignore_accepted = true),
+            "ignore_accepted"
+        );
+        assert!(
+            fault_breaks_agreement(|f| f.count_across_ballots = true),
+            "count_across_ballots"
+        );
     }
 }
