@@ -1,0 +1,228 @@
+//! Snapshot export/install round trips, integrity checks, and consistency under writes.
+
+mod common;
+
+use common::*;
+use doozer_paxos::{Ballot, NodeId, Record, Value};
+use doozer_proto::{ErrCode, Glob};
+use doozer_store::{ApplyResult, Batch, Store, StoreError};
+
+/// Every file as (path, value, rev) at `rev`, via WALK.
+fn all_files(s: &Store, rev: Option<i64>) -> Vec<(String, bytes::Bytes, i64)> {
+    let g = Glob::new("/**").unwrap();
+    (0..).map_while(|i| s.walk(&g, i, rev).ok()).collect()
+}
+
+fn sample(d: &mut Driver) {
+    let a = NodeId(0xA);
+    d.slot(&[
+        set(&format!("/ctl/node/{a}/addr"), -1, "127.0.0.1:1"),
+        set("/ctl/cal/0", -1, &a.to_string()),
+    ]);
+    for i in 0..50 {
+        d.slot(&[
+            set(&format!("/data/{}/f{i}", i % 7), -1, &"x".repeat(i)),
+            del("/data/0/f0", -1),
+        ]);
+    }
+    d.one(set("/data/1", 0, "fails: is a directory"));
+}
+
+#[test]
+fn export_install_round_trip() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut src = Driver::new(open(d1.path(), 1000));
+    sample(&mut src);
+    let mut buf = Vec::new();
+    let meta = src.store.export_snapshot(&mut buf).unwrap();
+    assert_eq!(
+        (meta.rev, meta.slot),
+        (src.store.rev(), src.store.applied_slot())
+    );
+    assert_eq!(meta.files as usize, all_files(&src.store, None).len());
+
+    let dst = open(d2.path(), 1000);
+    let got = dst.install_snapshot(&mut buf.as_slice()).unwrap();
+    assert_eq!(got, meta);
+    assert_eq!((dst.rev(), dst.applied_slot()), (meta.rev, meta.slot));
+    assert_eq!(all_files(&dst, None), all_files(&src.store, None));
+    assert_eq!(
+        dst.getdir("/data", 3, None).unwrap(),
+        src.store.getdir("/data", 3, None).unwrap()
+    );
+    assert_eq!(dst.config(), src.store.config());
+    assert_eq!(
+        dst.load_engine_state(5).unwrap().configs,
+        src.store.load_engine_state(5).unwrap().configs
+    );
+    assert_eq!(
+        dst.get("/ctl/err", None).unwrap(),
+        src.store.get("/ctl/err", None).unwrap()
+    );
+    // History starts at the snapshot.
+    assert_eq!(dst.oldest_rev(), meta.rev);
+    assert!(matches!(
+        dst.get("/data/1/f1", Some(meta.rev - 1)),
+        Err(StoreError::TooLate { .. })
+    ));
+    // Remembered command ids came along: a duplicate is answered, not applied.
+    let mut dup = Driver {
+        store: dst.clone(),
+        seq: 1_000,
+    };
+    let r = dup.one(set("/ctl/node/X", -1, "would be applied twice"));
+    assert_eq!(
+        r,
+        ApplyResult::Ok { rev: 1 },
+        "seq 1001 was the first command"
+    );
+    assert_eq!(dst.rev(), meta.rev);
+    // Writes continue from the snapshot's revision.
+    dup.seq = 1_000_000;
+    let r = dup.one(set("/after", 0, "y"));
+    assert_eq!(r, ApplyResult::Ok { rev: meta.rev + 1 });
+    // Exporting the installed state gives the same bytes (files, ids, configs).
+    let mut again = Vec::new();
+    let dst2 = open(tempfile::tempdir().unwrap().path(), 10);
+    dst2.install_snapshot(&mut buf.as_slice()).unwrap();
+    dst2.export_snapshot(&mut again).unwrap();
+    assert_eq!(again, buf);
+}
+
+#[test]
+fn install_keeps_acceptor_records_above_the_snapshot() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut src = Driver::new(open(d1.path(), 1000));
+    for i in 0..5 {
+        src.one(set("/k", -1, &i.to_string()));
+    }
+    let mut buf = Vec::new();
+    src.store.export_snapshot(&mut buf).unwrap(); // slot 5
+    let dst = open(d2.path(), 1000);
+    let b = Ballot {
+        round: 7,
+        node: NodeId(1),
+    };
+    let records = std::iter::once(Record::Promise(b))
+        .chain((1..=8).map(|slot| Record::Accept {
+            slot,
+            ballot: b,
+            value: Value::Noop,
+        }))
+        .collect();
+    dst.commit(Batch {
+        records,
+        decided: vec![],
+    })
+    .unwrap();
+    dst.install_snapshot(&mut buf.as_slice()).unwrap();
+    let st = dst.load_engine_state(50).unwrap();
+    assert_eq!(st.applied, 5);
+    assert_eq!(st.promised, b);
+    assert_eq!(st.accepted.keys().copied().collect::<Vec<_>>(), [6, 7, 8]);
+    assert!(st.decided_tail.is_empty());
+    // The next slot applies on top.
+    let r = dst
+        .commit(Batch {
+            records: vec![],
+            decided: vec![(6, Value::Noop)],
+        })
+        .unwrap();
+    assert_eq!((r.applied, r.rev), (6, 5));
+    // An older snapshot is refused.
+    let err = dst.install_snapshot(&mut buf.as_slice()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::StaleSnapshot {
+                snapshot: 5,
+                applied: 6
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn damaged_snapshots_change_nothing() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut src = Driver::new(open(d1.path(), 1000));
+    sample(&mut src);
+    let mut buf = Vec::new();
+    src.store.export_snapshot(&mut buf).unwrap();
+    let mut dst = Driver::new(open(d2.path(), 1000));
+    dst.one(set("/mine", 0, "kept"));
+    let before = all_files(&dst.store, None);
+    let mut tries = vec![
+        buf[..buf.len() - 1].to_vec(),
+        buf[..buf.len() / 2].to_vec(),
+        b"DZSNAP0".to_vec(),
+    ];
+    for i in (8..buf.len()).step_by(buf.len() / 40) {
+        let mut bad = buf.clone();
+        bad[i] ^= 0x20;
+        tries.push(bad);
+    }
+    for (n, bad) in tries.iter().enumerate() {
+        let r = dst.store.install_snapshot(&mut bad.as_slice());
+        assert!(
+            matches!(
+                r,
+                Err(StoreError::BadSnapshot(_)) | Err(StoreError::Decode(_))
+            ),
+            "try {n}: {r:?}"
+        );
+        assert_eq!(all_files(&dst.store, None), before, "try {n}");
+        assert_eq!(dst.store.rev(), 1);
+    }
+    assert_eq!(
+        dst.one(set("/mine", 1, "still writable")),
+        ApplyResult::Ok { rev: 2 }
+    );
+    assert_eq!(
+        dst.one(set("/mine", 1, "x")),
+        ApplyResult::Err {
+            rev: 3,
+            code: ErrCode::RevMismatch
+        }
+    );
+}
+
+#[test]
+fn export_is_consistent_while_commits_go_on() {
+    let d1 = tempfile::tempdir().unwrap();
+    let src = open(d1.path(), 100_000);
+    let writer = {
+        let s = src.clone();
+        std::thread::spawn(move || {
+            let mut d = Driver::new(s);
+            for i in 0..300 {
+                // Each slot moves value between two files: a torn read would show both or none.
+                d.slot(&[
+                    del(&format!("/t/{}", i % 2), -1),
+                    set(&format!("/t/{}", (i + 1) % 2), -1, &i.to_string()),
+                ]);
+            }
+        })
+    };
+    let mut checked = 0;
+    while !writer.is_finished() || checked == 0 {
+        let mut buf = Vec::new();
+        let meta = src.export_snapshot(&mut buf).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dst = open(dir.path(), 10);
+        assert_eq!(dst.install_snapshot(&mut buf.as_slice()).unwrap(), meta);
+        let got = all_files(&dst, None);
+        assert_eq!(
+            got,
+            all_files(&src, Some(meta.rev)),
+            "the snapshot is the state at its rev"
+        );
+        if meta.rev > 0 {
+            assert_eq!(got.len(), 1, "rev {} shows {got:?}", meta.rev);
+        }
+        checked += 1;
+    }
+    writer.join().unwrap();
+    assert!(checked > 0);
+}
