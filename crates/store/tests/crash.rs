@@ -1,0 +1,326 @@
+//! Crash safety for real: a child process (this test binary, re-executed) commits in a loop
+//! and reports each commit once `commit` has returned; the parent SIGKILLs it at random
+//! moments, reopens the store, and checks it is consistent and holds every reported commit.
+//! `CRASH_RUNS` sets the number of kills (default 20), `SEED` the random kill times.
+//! A second test fills the disk (a file size limit) and checks the typed error and recovery.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command as Proc, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use doozer_paxos::{Ballot, Command, CommandId, NodeId, Record, Value};
+use doozer_proto::Glob;
+use doozer_store::codec::encode_op;
+use doozer_store::{Batch, Op, Store, StoreError, StoreOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const CHILD_DIR: &str = "DOOZER_STORE_CRASH_CHILD";
+const CHILD_FSIZE: &str = "DOOZER_STORE_CRASH_FSIZE";
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        hist_revs: 300,
+        retain_slots: 50,
+        cache_bytes: 16 << 20,
+    }
+}
+
+fn store_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("doozer.redb")
+}
+
+/// The commands slot `slot` decides: a deterministic mix of sets and deletes of varied size.
+fn ops_for(slot: u64) -> Vec<Op> {
+    (0..1 + slot % 13)
+        .map(|j| {
+            let k = (slot * 31 + j * 7) % 200;
+            let path = format!("/c/{}/{k}", k % 10);
+            if (slot + j) % 5 == 0 {
+                Op::Del { path, rev: -1 }
+            } else {
+                let len = if (slot + j) % 17 == 0 { 6000 } else { 100 };
+                Op::Set {
+                    path,
+                    rev: -1,
+                    value: Bytes::from(format!("{slot}.{j}.").repeat(len / 4)),
+                }
+            }
+        })
+        .collect()
+}
+
+fn value_for(slot: u64) -> Value {
+    let cmds = ops_for(slot)
+        .iter()
+        .enumerate()
+        .map(|(j, op)| Command {
+            id: CommandId {
+                node: NodeId(77),
+                seq: slot * 100 + j as u64,
+            },
+            data: encode_op(op),
+        })
+        .collect();
+    Value::Batch(cmds)
+}
+
+fn ballot(slot: u64) -> Ballot {
+    Ballot {
+        round: slot,
+        node: NodeId(77),
+    }
+}
+
+/// The child: commit 1-3 slots per transaction with the acceptor records a leader would
+/// write, and print `done <last slot>` after each commit returns.
+fn child(dir: &str) {
+    if let Some(limit) = std::env::var(CHILD_FSIZE)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // SAFETY: plain libc calls with valid arguments, before any other thread of ours runs.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+        }
+    }
+    let store = Store::open(&store_path(Path::new(dir)), opts()).expect("child open");
+    let mut out = std::io::stdout().lock();
+    loop {
+        let first = store.applied_slot() + 1;
+        let n = 1 + first % 3;
+        let last = first + n - 1;
+        let batch = Batch {
+            records: vec![
+                Record::Promise(ballot(last)),
+                Record::Accept {
+                    slot: last + 1,
+                    ballot: ballot(last),
+                    value: value_for(last + 1),
+                },
+            ],
+            decided: (first..=last).map(|s| (s, value_for(s))).collect(),
+        };
+        match store.commit(batch) {
+            Ok(_) => writeln!(out, "done {last}").unwrap(),
+            Err(e) => {
+                let kind = match e {
+                    StoreError::DiskFull(_) => "diskfull",
+                    _ => "other",
+                };
+                writeln!(out, "error {kind} {e}").unwrap();
+                out.flush().unwrap();
+                return;
+            }
+        }
+        out.flush().unwrap();
+    }
+}
+
+/// Entry point of the child process; does nothing in a normal test run.
+#[test]
+fn crash_child_entry() {
+    if let Ok(dir) = std::env::var(CHILD_DIR) {
+        child(&dir);
+    }
+}
+
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a child writing to `dir`; its stdout lines arrive on the returned channel.
+fn spawn(dir: &Path, fsize: Option<u64>) -> (Kid, mpsc::Receiver<String>) {
+    let mut cmd = Proc::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "crash_child_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(f) = fsize {
+        cmd.env(CHILD_FSIZE, f.to_string());
+    }
+    let mut child = cmd.spawn().expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let ours = |l: &String| l.starts_with("done ") || l.starts_with("error ");
+        // libtest prints its own lines around ours.
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(ours)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Kid(child), rx)
+}
+
+fn done_slot(line: &str) -> Option<u64> {
+    line.strip_prefix("done ").and_then(|n| n.parse().ok())
+}
+
+/// Reopens the store and checks it against a replay of slots `1..=applied`; returns applied.
+fn check(dir: &Path, reported: u64) -> u64 {
+    let store = Store::open(&store_path(dir), opts()).expect("reopen after crash");
+    let applied = store.applied_slot();
+    assert!(
+        applied >= reported,
+        "slot {reported} was reported committed, store has {applied}"
+    );
+    let mut model: BTreeMap<String, (i64, Bytes)> = BTreeMap::new();
+    let mut rev = 0;
+    for slot in 1..=applied {
+        for op in ops_for(slot) {
+            rev += 1;
+            match op {
+                Op::Set { path, value, .. } => {
+                    model.insert(path, (rev, value));
+                }
+                Op::Del { path, .. } => {
+                    model.remove(&path);
+                }
+                Op::Nop => {}
+            }
+        }
+    }
+    assert_eq!(store.rev(), rev);
+    let g = Glob::new("/c/**").unwrap();
+    let files: Vec<_> = (0..).map_while(|i| store.walk(&g, i, None).ok()).collect();
+    let mut want: Vec<_> = model.into_iter().map(|(p, (r, v))| (p, v, r)).collect();
+    want.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
+    assert_eq!(files.len(), want.len());
+    assert!(
+        files == want,
+        "tree differs from the replay at slot {applied}"
+    );
+    let st = store.load_engine_state(50).unwrap();
+    assert_eq!(st.applied, applied);
+    if applied > 0 {
+        assert_eq!(
+            st.promised,
+            ballot(applied),
+            "the promise of the last commit"
+        );
+        assert_eq!(st.accepted.len(), 1);
+        assert_eq!(
+            st.accepted.get(&(applied + 1)),
+            Some(&(ballot(applied), value_for(applied + 1)))
+        );
+    }
+    // History is intact too: the last event is the last command of the last slot.
+    if rev > 0 {
+        let ev = store
+            .wait(&Glob::new("/**").unwrap(), rev)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.rev, rev);
+    }
+    applied
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_commit() {
+    let runs: u32 = std::env::var("CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0xC4A5);
+    eprintln!("crash test: {runs} runs, SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut applied = 0;
+    for run in 0..runs {
+        let (mut kid, rx) = spawn(dir.path(), None);
+        // Wait until the child has committed once, then let it run a random while.
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("child made no commit");
+        let mut reported = done_slot(&first).expect("a done line");
+        let kill_at = Instant::now() + Duration::from_micros(rng.gen_range(0..150_000));
+        while let Some(left) = kill_at.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => reported = reported.max(done_slot(&line).unwrap_or(0)),
+                Err(_) => break,
+            }
+        }
+        kid.0.kill().unwrap(); // SIGKILL
+        kid.0.wait().unwrap();
+        // Lines written before the kill are still in the pipe.
+        for line in rx.iter() {
+            reported = reported.max(done_slot(&line).unwrap_or(0));
+        }
+        let now = check(dir.path(), reported);
+        assert!(
+            now >= applied,
+            "run {run}: applied went back from {applied} to {now}"
+        );
+        applied = now;
+    }
+    assert!(applied > 0);
+    eprintln!("crash test: {applied} slots applied over {runs} kills");
+}
+
+#[test]
+fn disk_full_is_a_typed_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A first short run to create the file, then a run under a file size limit.
+    {
+        let (mut kid, rx) = spawn(dir.path(), None);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("child made no commit");
+        kid.0.kill().unwrap();
+        kid.0.wait().unwrap();
+    }
+    let size = std::fs::metadata(store_path(dir.path())).unwrap().len();
+    let (mut kid, rx) = spawn(dir.path(), Some(size + (4 << 20)));
+    let mut reported = 0;
+    let mut error = None;
+    for line in rx.iter() {
+        if let Some(s) = done_slot(&line) {
+            reported = s;
+        } else {
+            error = Some(line);
+            break;
+        }
+    }
+    kid.0.wait().unwrap();
+    let error = error.expect("the child stopped without an error");
+    assert!(error.starts_with("error diskfull"), "{error}");
+    let applied = check(dir.path(), reported);
+    // Without the limit the store goes on.
+    let s = Store::open(&store_path(dir.path()), opts()).unwrap();
+    let r = s
+        .commit(Batch {
+            records: vec![],
+            decided: vec![(applied + 1, value_for(applied + 1))],
+        })
+        .unwrap();
+    assert_eq!(r.applied, applied + 1);
+}
