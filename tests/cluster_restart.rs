@@ -22,9 +22,9 @@ fn full_cluster_restart_keeps_data_and_revisions() {
     }
     // Restart every node from its data directory alone.
     let mut restarted = Vec::new();
-    for i in 0..3 {
+    for (i, addr) in addrs.iter().enumerate() {
         let p = Proc::start(&cl.dir(i), &cl.log(i), &[]);
-        assert_eq!(p.addr, addrs[i]);
+        assert_eq!(&p.addr, addr);
         restarted.push(p);
     }
     for p in &restarted {

@@ -144,14 +144,18 @@ async fn write_all(h: &Handle, ops: Vec<Op>, deadline: Duration) -> Result<(), S
 pub(crate) async fn bootstrap(h: &Handle) -> Result<(), NodeError> {
     let core = &h.core;
     let id = core.id;
-    let mut ops = vec![set("/ctl/name".into(), -1, core.cluster.clone())];
+    // The slot first, so the membership recorded in the tree names this node as the voter
+    // from the first applied slot on.
+    let mut ops = vec![
+        set("/ctl/cal/0".into(), -1, id.to_string()),
+        set("/ctl/name".into(), -1, core.cluster.clone()),
+    ];
     ops.extend(registration(
         id,
         &core.advertise,
         &hostname(),
         crate::config::VERSION,
     ));
-    ops.push(set("/ctl/cal/0".into(), -1, id.to_string()));
     for n in 1..core.cfg.cals.max(1) {
         ops.push(set(format!("/ctl/cal/{n}"), -1, Bytes::new()));
     }
@@ -262,10 +266,25 @@ pub(crate) async fn membership_task(h: Handle) {
         if cons.is_leader {
             let since = *leader_since.get_or_insert_with(Instant::now);
             reap_silent(&h, since).await;
+            push_membership(&h, &cons.in_force).await;
         } else {
             leader_since = None;
         }
         claim_slot(&h, &mut seen_registered).await;
+    }
+}
+
+/// On the leader: while the membership in the tree differs from the one governing the next
+/// slot, decides no-op slots so the change takes effect (`alpha` slots after it was applied)
+/// without waiting for client traffic. The original Doozer does the same with NOPs.
+async fn push_membership(h: &Handle, in_force: &doozer_paxos::Config) {
+    let core = &h.core;
+    let tree = crate::driver::keep_voters(&core.store.config(), in_force);
+    if tree == *in_force {
+        return;
+    }
+    if let Err(e) = h.write(Op::Nop, core.cfg.write_deadline).await {
+        tracing::debug!(error = %e, "no-op to hasten a membership change failed");
     }
 }
 

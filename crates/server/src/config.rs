@@ -83,6 +83,8 @@ pub(crate) mod meta {
     pub const ADVERTISE: &str = "node.advertise";
     /// `"1"` once this node is a member of a cluster (bootstrapped or joined).
     pub const MEMBER: &str = "node.member";
+    /// The membership the engine first started with (codec-encoded `Config`).
+    pub const CONFIG0: &str = "node.config0";
     /// `"1"` once the bootstrap writes of a first node are applied.
     pub const BOOTSTRAPPED: &str = "node.bootstrapped";
 }

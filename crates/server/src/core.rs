@@ -31,6 +31,9 @@ pub struct Consensus {
     pub leader: Option<NodeId>,
     /// Whether this node is the leader.
     pub is_leader: bool,
+    /// The membership governing the next slot to be decided (the tree's `/ctl/cal` takes
+    /// effect `alpha` slots after it changes).
+    pub in_force: doozer_paxos::Config,
 }
 
 /// A read-index answer: the slot to wait for, or why there is none.
@@ -42,6 +45,10 @@ pub(crate) struct Core {
     pub cluster: String,
     pub advertise: String,
     pub cfg: NodeConfig,
+    /// The membership this node started its engine with (a first node: itself; a joiner:
+    /// the voters it was told). It governs the slots before the store's first recorded
+    /// membership takes effect.
+    pub config0: doozer_paxos::Config,
     pub store: Store,
     pub driver: mpsc::Sender<Input>,
     pub writes: Mutex<HashMap<CommandId, oneshot::Sender<WriteResult>>>,

@@ -17,7 +17,7 @@ use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready
 use doozer_store::{Batch, Commit, SnapshotMeta};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{answer_write, Applied, Consensus, Core};
+use crate::core::{answer_write, Applied, Core};
 use crate::storage::{Completion, Job};
 
 /// Inputs of the driver task.
@@ -43,7 +43,10 @@ pub(crate) struct Driver {
     done: mpsc::UnboundedReceiver<Completion>,
     /// `send_after_persist` of each submitted commit job, oldest first.
     inflight: VecDeque<Vec<(NodeId, Message)>>,
+    /// The membership after the last applied slot (governs slot applied + alpha).
     config: Config,
+    /// The config governing each slot from the key on (the alpha rule), as far as known.
+    in_force: BTreeMap<Slot, Config>,
     applied: Applied,
     leader: Option<NodeId>,
     snapshot_busy: bool,
@@ -57,9 +60,11 @@ impl Driver {
         jobs: mpsc::Sender<Job>,
         done: mpsc::UnboundedReceiver<Completion>,
         applied: Applied,
+        configs: Vec<(Slot, Config)>,
     ) -> Driver {
-        let config = core.store.config();
+        let config = configs.last().map(|(_, c)| c.clone()).unwrap_or_default();
         Driver {
+            in_force: configs.into_iter().collect(),
             core,
             engine,
             inputs,
@@ -78,7 +83,12 @@ impl Driver {
         let mut tick = tokio::time::interval(self.core.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         self.refresh_peers();
-        tracing::info!(voters = ?self.config.voters, learners = ?self.config.learners, "membership");
+        tracing::info!(
+            voters = %ids(&self.config.voters),
+            learners = %ids(&self.config.learners),
+            "membership"
+        );
+        self.publish_in_force();
         loop {
             tokio::select! {
                 biased;
@@ -127,14 +137,15 @@ impl Driver {
                 match res {
                     Ok(meta) => {
                         tracing::info!(slot = meta.slot, rev = meta.rev, "snapshot installed");
-                        self.config = self.core.store.config();
+                        self.config = keep_voters(&self.core.store.config(), &self.config);
                         let configs = match self.core.store.load_engine_state(self.core.cfg.alpha) {
-                            Ok(st) => st.configs,
+                            Ok(st) => patch_configs(st.configs, &self.core.config0),
                             Err(e) => {
                                 tracing::error!(error = %e, "reading configs after snapshot");
                                 vec![(meta.slot + 1, self.config.clone())]
                             }
                         };
+                        self.in_force = configs.iter().cloned().collect();
                         self.engine.snapshot_installed(meta.slot, configs);
                         self.set_applied(Applied {
                             slot: meta.slot,
@@ -212,21 +223,20 @@ impl Driver {
         if st.leader != self.leader {
             match st.leader {
                 Some(l) if l == self.core.id => {
-                    tracing::info!(ballot = ?st.ballot, "became leader")
+                    tracing::info!(ballot = %st.ballot, "became leader")
                 }
                 Some(l) => tracing::info!(leader = %l, "leader changed"),
                 None => tracing::info!("no leader"),
             }
             self.leader = st.leader;
-            self.core.consensus.send_replace(Consensus {
-                leader: st.leader,
-                is_leader: st.is_leader,
+            self.core.consensus.send_modify(|c| {
+                c.leader = st.leader;
+                c.is_leader = st.is_leader;
             });
         } else if self.core.consensus.borrow().is_leader != st.is_leader {
-            self.core.consensus.send_replace(Consensus {
-                leader: st.leader,
-                is_leader: st.is_leader,
-            });
+            self.core
+                .consensus
+                .send_modify(|c| c.is_leader = st.is_leader);
         }
     }
 
@@ -256,10 +266,12 @@ impl Driver {
         }
         let mut membership_changed = false;
         for (slot, cfg) in &commit.configs {
-            self.engine.applied(*slot, cfg);
-            if *cfg != self.config {
+            let cfg = keep_voters(cfg, &self.config);
+            self.engine.applied(*slot, &cfg);
+            self.config_governs(*slot + self.core.cfg.alpha, &cfg);
+            if cfg != self.config {
                 membership_changed = true;
-                self.config = cfg.clone();
+                self.config = cfg;
             }
         }
         if commit.applied > self.applied.slot {
@@ -282,7 +294,11 @@ impl Driver {
             });
         }
         if membership_changed {
-            tracing::info!(voters = ?self.config.voters, learners = ?self.config.learners, "membership changed");
+            tracing::info!(
+                voters = %ids(&self.config.voters),
+                learners = %ids(&self.config.learners),
+                "membership changed (in force after alpha slots)"
+            );
         }
         if addrs_changed {
             self.refresh_peers();
@@ -293,6 +309,41 @@ impl Driver {
     fn set_applied(&mut self, a: Applied) {
         self.applied = a;
         self.core.applied.send_replace(a);
+        self.publish_in_force();
+    }
+
+    /// Notes that `cfg` governs slots from `slot` on (replacing what was known above).
+    fn config_governs(&mut self, slot: Slot, cfg: &Config) {
+        let _ = self.in_force.split_off(&(slot + 1));
+        if self.in_force.range(..=slot).next_back().map(|(_, c)| c) != Some(cfg) {
+            self.in_force.insert(slot, cfg.clone());
+        }
+    }
+
+    /// Publishes the config governing the next slot to decide, and logs when it changes.
+    fn publish_in_force(&mut self) {
+        let next = self.applied.slot + 1;
+        let Some(cfg) = self
+            .in_force
+            .range(..=next)
+            .next_back()
+            .map(|(_, c)| c.clone())
+        else {
+            return;
+        };
+        // Entries below the one in force govern nothing any more.
+        let keep = self.in_force.split_off(&next);
+        self.in_force = keep;
+        self.in_force.insert(next, cfg.clone());
+        if self.core.consensus.borrow().in_force != cfg {
+            tracing::info!(
+                voters = %ids(&cfg.voters),
+                n = cfg.voters.len(),
+                slot = next,
+                "voters in force"
+            );
+            self.core.consensus.send_modify(|c| c.in_force = cfg);
+        }
     }
 
     /// Re-reads peer addresses from `/ctl/node/<id>/addr`.
@@ -335,5 +386,45 @@ impl Driver {
     fn fail_all(&mut self) {
         self.core.writes.lock().expect("writes lock").clear();
         self.core.reads.lock().expect("reads lock").clear();
+    }
+}
+
+/// Node ids for logs: `A,B,C` in their text form.
+pub(crate) fn ids(set: &std::collections::BTreeSet<NodeId>) -> String {
+    set.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// [`keep_voters`] along a list of configs in slot order, starting from `base` (the config a
+/// node started with: the store's history does not know it).
+pub(crate) fn patch_configs(configs: Vec<(Slot, Config)>, base: &Config) -> Vec<(Slot, Config)> {
+    let mut prev = base.clone();
+    configs
+        .into_iter()
+        .map(|(slot, cfg)| {
+            let cfg = keep_voters(&cfg, &prev);
+            prev = cfg.clone();
+            (slot, cfg)
+        })
+        .collect()
+}
+
+/// A membership with no voter keeps the previous voters: the tree can say "nobody" (before a
+/// first node's `/ctl/cal/0` is applied, or after an operator emptied every slot), and a
+/// slot governed by nobody could never be decided. The original Doozer has the same rule.
+pub(crate) fn keep_voters(cfg: &Config, prev: &Config) -> Config {
+    if !cfg.voters.is_empty() || prev.voters.is_empty() {
+        return cfg.clone();
+    }
+    Config {
+        voters: prev.voters.clone(),
+        learners: cfg
+            .learners
+            .iter()
+            .filter(|l| !prev.voters.contains(l))
+            .copied()
+            .collect(),
     }
 }

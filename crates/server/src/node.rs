@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{self, JoinRequest};
 use crate::config::{meta, NodeConfig, DEFAULT_CLUSTER, DEFAULT_LISTEN};
 use crate::core::{Applied, Consensus, Core, Handle};
-use crate::driver::Driver;
+use crate::driver::{patch_configs, Driver};
 use crate::peer::PeerNet;
 use crate::storage::StorageThread;
 
@@ -165,6 +165,67 @@ impl Node {
         );
 
         let stop = CancellationToken::new();
+
+        // What the engine starts from, and what to do once it runs.
+        enum Then {
+            Nothing,
+            Bootstrap,
+        }
+        let stored_config0 = match store.meta_get(meta::CONFIG0) {
+            Ok(Some(b)) => Some(
+                doozer_store::codec::decode::<Config>(&b)
+                    .map_err(|e| StartError::Config(format!("stored membership: {e}")))?,
+            ),
+            Ok(None) => None,
+            Err(e) => return Err(store_err(&cfg, e)),
+        };
+        let mut peers0: Vec<(NodeId, String)> = Vec::new();
+        let (state, config0, then) = if member {
+            let config0 = stored_config0.unwrap_or_else(|| solo(id));
+            let mut st = store
+                .load_engine_state(cfg.alpha)
+                .map_err(|e| store_err(&cfg, e))?;
+            st.configs = patch_configs(st.configs, &config0);
+            let then = if bootstrapped {
+                Then::Nothing
+            } else {
+                // A first node that stopped before its bootstrap writes were applied:
+                // nobody else can have joined, so it is still the only voter.
+                Then::Bootstrap
+            };
+            (st, config0, then)
+        } else if !cfg.attach.is_empty() {
+            let req = JoinRequest {
+                id,
+                addr: advertise.clone(),
+                hostname: cluster::hostname(),
+                version: crate::config::VERSION.to_string(),
+                cluster: cluster.clone(),
+            };
+            let info = cluster::join(&cfg.attach, &req, Duration::from_secs(30)).await?;
+            peers0 = info.addrs.clone();
+            let config0 = Config {
+                voters: info.voters.iter().copied().collect(),
+                learners: BTreeSet::from([id]),
+            };
+            (
+                PersistentState::empty(config0.clone()),
+                config0,
+                Then::Nothing,
+            )
+        } else {
+            (PersistentState::empty(solo(id)), solo(id), Then::Bootstrap)
+        };
+        if !member {
+            store
+                .meta_put(meta::CONFIG0, &doozer_store::codec::encode(&config0))
+                .map_err(|e| store_err(&cfg, e))?;
+            store
+                .meta_put(meta::MEMBER, b"1")
+                .map_err(|e| store_err(&cfg, e))?;
+        }
+        let configs0 = state.configs.clone();
+
         let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE);
         let applied0 = Applied {
             slot: store.applied_slot(),
@@ -180,6 +241,7 @@ impl Node {
             cluster: cluster.clone(),
             advertise: advertise.clone(),
             cfg: cfg.clone(),
+            config0,
             store: store.clone(),
             driver: driver_tx,
             writes: Mutex::new(HashMap::new()),
@@ -194,57 +256,10 @@ impl Node {
             stop: stop.clone(),
             failed: Mutex::new(None),
         });
-        let mut tasks = vec![tokio::spawn(crate::listener::run(core.clone(), listener))];
-
-        // What the engine starts from, and what to do once it runs.
-        enum Then {
-            Nothing,
-            Bootstrap,
+        for (pid, paddr) in &peers0 {
+            core.peers.ensure(*pid, paddr);
         }
-        let (state, then) = if member {
-            let mut st = store
-                .load_engine_state(cfg.alpha)
-                .map_err(|e| store_err(&cfg, e))?;
-            if !bootstrapped && st.configs.iter().all(|(_, c)| c.voters.is_empty()) {
-                // A first node that stopped before its bootstrap writes were applied:
-                // nobody else can have joined, so it is still the only voter.
-                st.configs = vec![(st.applied + 1, solo(id))];
-                (st, Then::Bootstrap)
-            } else {
-                (st, Then::Nothing)
-            }
-        } else if !cfg.attach.is_empty() {
-            let req = JoinRequest {
-                id,
-                addr: advertise.clone(),
-                hostname: cluster::hostname(),
-                version: crate::config::VERSION.to_string(),
-                cluster: cluster.clone(),
-            };
-            let info = match cluster::join(&cfg.attach, &req, Duration::from_secs(30)).await {
-                Ok(i) => i,
-                Err(e) => {
-                    stop.cancel();
-                    return Err(e.into());
-                }
-            };
-            for (pid, paddr) in &info.addrs {
-                core.peers.ensure(*pid, paddr);
-            }
-            store
-                .meta_put(meta::MEMBER, b"1")
-                .map_err(|e| store_err(&cfg, e))?;
-            let config = Config {
-                voters: info.voters.iter().copied().collect(),
-                learners: BTreeSet::from([id]),
-            };
-            (PersistentState::empty(config), Then::Nothing)
-        } else {
-            store
-                .meta_put(meta::MEMBER, b"1")
-                .map_err(|e| store_err(&cfg, e))?;
-            (PersistentState::empty(solo(id)), Then::Bootstrap)
-        };
+        let mut tasks = vec![tokio::spawn(crate::listener::run(core.clone(), listener))];
 
         let opts = Options {
             id,
@@ -268,6 +283,7 @@ impl Node {
             storage.jobs.clone(),
             done_rx,
             applied0,
+            configs0,
         );
         tasks.push(tokio::spawn(driver.run()));
 
