@@ -14,6 +14,9 @@ pub const MAX_OUTSTANDING: usize = 4096;
 pub const REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// Bytes of responses that may wait for a client that does not read.
 pub const RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// GETs and WALKs per connection holding a file body read from the store and not yet
+/// queued for the socket.
+pub const VALUE_READS: usize = 64;
 
 /// How client sessions behave. [`SessionConfig::default`] has the design's limits, no
 /// secrets, and a 10 s deadline.
@@ -34,6 +37,10 @@ pub struct SessionConfig {
     pub request_bytes: usize,
     /// Bytes of answers queued for the socket, per connection.
     pub response_bytes: usize,
+    /// Reads (GET, WALK) per connection that may hold a file body between the store and
+    /// the answer queue. With `response_bytes` this bounds what a client that pipelines
+    /// reads of big files and never reads the answers can make the server hold.
+    pub value_reads: usize,
 }
 
 impl Default for SessionConfig {
@@ -46,6 +53,7 @@ impl Default for SessionConfig {
             max_outstanding: MAX_OUTSTANDING,
             request_bytes: REQUEST_BYTES,
             response_bytes: RESPONSE_BYTES,
+            value_reads: VALUE_READS,
         }
     }
 }

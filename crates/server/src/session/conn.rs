@@ -92,6 +92,7 @@ where
     let slots = Arc::new(Semaphore::new(max_outstanding));
     let request_cap = permits(cfg.request_bytes);
     let request_budget = Arc::new(Semaphore::new(request_cap));
+    let value_reads = Arc::new(Semaphore::new(cfg.value_reads.max(1)));
     let mut rights = cfg.secrets.initial();
     // Jobs bounded by a deadline, and jobs that may wait forever (WAIT, reads at a future
     // rev); dropping a set aborts its tasks.
@@ -153,11 +154,14 @@ where
                 let h = handle.clone();
                 let cfg = cfg.clone();
                 let outbox = outbox.clone();
+                let value_reads = value_reads.clone();
                 let task = async move {
-                    let resp = job.run(&h, &cfg, tag).await;
+                    let (resp, held) = job.run(&h, &cfg, &value_reads, tag).await;
                     drop(body);
                     tracing::debug!(err = ?resp.error_code(), "answered");
                     outbox.reply(tag, resp, slot).await;
+                    // Queued (and counted in the response budget) now.
+                    drop(held);
                 }
                 .instrument(span);
                 if unbounded_job {

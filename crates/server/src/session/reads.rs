@@ -6,8 +6,12 @@
 //! node to reach it if it is in the future; a rev older than the history is TOO_LATE (from
 //! the store).
 
-use doozer_proto::msg::{Response, FLAG_SET};
+use std::sync::Arc;
+
+use doozer_proto::msg::{ErrCode, Response, FLAG_SET};
 use doozer_proto::Glob;
+use doozer_store::{Store, StoreError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::SessionConfig;
 use super::errors;
@@ -31,20 +35,42 @@ async fn ready_for<H: NodeHandle>(
     })
 }
 
+/// Runs `read` against the store. Should the store not have reached the rev yet (the node
+/// said it had: the two are updated one after the other), waits for it and reads again.
+async fn read<H: NodeHandle, T>(
+    h: &H,
+    tag: Option<i32>,
+    read: impl Fn(&Store) -> Result<T, StoreError>,
+) -> Result<T, Response> {
+    loop {
+        match read(h.store()) {
+            Ok(v) => return Ok(v),
+            Err(StoreError::FutureRev { rev, .. }) => h
+                .wait_applied_rev(rev, None)
+                .await
+                .map_err(|e| errors::read_failed(tag, &e))?,
+            Err(e) => return Err(errors::store_failed(tag, &e)),
+        }
+    }
+}
+
 /// GET: the value and rev of a file; a missing file is rev 0 with an empty value.
 pub async fn get<H: NodeHandle>(
     h: &H,
     cfg: &SessionConfig,
+    value_reads: &Arc<Semaphore>,
     tag: Option<i32>,
     path: String,
     rev: Option<i64>,
-) -> Response {
+) -> (Response, Option<OwnedSemaphorePermit>) {
     if let Err(r) = ready_for(h, cfg, tag, rev).await {
-        return r;
+        return (r, None);
     }
-    match h.store().get(&path, rev) {
-        Ok((value, rev)) => Response::ok(tag).with_rev(rev).with_value(value),
-        Err(e) => errors::store_failed(tag, &e),
+    // The semaphore is never closed; without a permit the read just goes ungated.
+    let held = value_reads.clone().acquire_owned().await.ok();
+    match read(h, tag, |s| s.get(&path, rev)).await {
+        Ok((value, rev)) => (Response::ok(tag).with_rev(rev).with_value(value), held),
+        Err(r) => (r, None),
     }
 }
 
@@ -60,9 +86,9 @@ pub async fn getdir<H: NodeHandle>(
     if let Err(r) = ready_for(h, cfg, tag, rev).await {
         return r;
     }
-    match h.store().getdir(&path, offset, rev) {
+    match read(h, tag, |s| s.getdir(&path, offset, rev)).await {
         Ok(name) => Response::ok(tag).with_path(name),
-        Err(e) => errors::store_failed(tag, &e),
+        Err(r) => r,
     }
 }
 
@@ -77,9 +103,9 @@ pub async fn stat<H: NodeHandle>(
     if let Err(r) = ready_for(h, cfg, tag, rev).await {
         return r;
     }
-    match h.store().stat(&path, rev) {
+    match read(h, tag, |s| s.stat(&path, rev)).await {
         Ok((rev, len)) => Response::ok(tag).with_rev(rev).with_len(len),
-        Err(e) => errors::store_failed(tag, &e),
+        Err(r) => r,
     }
 }
 
@@ -88,27 +114,40 @@ pub async fn stat<H: NodeHandle>(
 pub async fn walk<H: NodeHandle>(
     h: &H,
     cfg: &SessionConfig,
+    value_reads: &Arc<Semaphore>,
     tag: Option<i32>,
     glob: Glob,
     offset: i32,
     rev: Option<i64>,
-) -> Response {
+) -> (Response, Option<OwnedSemaphorePermit>) {
     if let Err(r) = ready_for(h, cfg, tag, rev).await {
-        return r;
+        return (r, None);
     }
-    let store = h.store().clone();
-    let found = tokio::task::spawn_blocking(move || store.walk(&glob, offset, rev)).await;
-    match found {
-        Ok(Ok((path, value, rev))) => Response::ok(tag)
-            .with_flags(FLAG_SET)
-            .with_rev(rev)
-            .with_path(path)
-            .with_value(value),
-        Ok(Err(e)) => errors::store_failed(tag, &e),
-        Err(e) => {
-            // The walk panicked: a bug, not the client's fault; answer and keep serving.
-            tracing::error!(error = %e, "walk task failed");
-            Response::err_with_detail(tag, doozer_proto::ErrCode::Other, "internal error")
-        }
+    let held = value_reads.clone().acquire_owned().await.ok();
+    let glob = Arc::new(glob);
+    loop {
+        let store = h.store().clone();
+        let g = glob.clone();
+        let found = tokio::task::spawn_blocking(move || store.walk(&g, offset, rev)).await;
+        let resp = match found {
+            Ok(Ok((path, value, rev))) => Response::ok(tag)
+                .with_flags(FLAG_SET)
+                .with_rev(rev)
+                .with_path(path)
+                .with_value(value),
+            Ok(Err(StoreError::FutureRev { rev, .. })) => {
+                if let Err(e) = h.wait_applied_rev(rev, None).await {
+                    return (errors::read_failed(tag, &e), None);
+                }
+                continue;
+            }
+            Ok(Err(e)) => errors::store_failed(tag, &e),
+            Err(e) => {
+                // The walk panicked: a bug, not the client's fault; answer and keep serving.
+                tracing::error!(error = %e, "walk task failed");
+                Response::err_with_detail(tag, ErrCode::Other, "internal error")
+            }
+        };
+        return (resp, held);
     }
 }

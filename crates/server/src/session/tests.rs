@@ -24,7 +24,12 @@ struct Client {
 }
 
 fn connect(node: &FakeNode, cfg: SessionConfig) -> Client {
-    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    connect_with_pipe(node, cfg, 1 << 20)
+}
+
+/// A client whose pipe to the server buffers only `pipe_bytes` in each direction.
+fn connect_with_pipe(node: &FakeNode, cfg: SessionConfig, pipe_bytes: usize) -> Client {
+    let (ours, theirs) = tokio::io::duplex(pipe_bytes);
     tokio::spawn(serve(theirs, node.clone(), Arc::new(cfg), "test".into()));
     Client {
         io: Framed::new(ours, ClientCodec::new()),
@@ -817,6 +822,57 @@ async fn outstanding_limit_stops_reading() {
     tags.sort();
     assert_eq!(tags, [1, 2, 3, 4]);
     assert_eq!(node.writes(), 3);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_only_its_budget() {
+    let node = FakeNode::new(1000);
+    node.apply(Op::Set {
+        path: "/big".into(),
+        rev: -1,
+        value: Bytes::from(vec![7u8; 600]),
+    });
+    // Less budget than one answer, a pipe smaller than one answer, two reads of bodies at
+    // a time: everything must still flow once the client reads, and nothing deadlocks.
+    let cfg = SessionConfig {
+        response_bytes: 100,
+        value_reads: 2,
+        max_outstanding: 8,
+        ..SessionConfig::default()
+    };
+    let mut c = connect_with_pipe(&node, cfg, 64);
+    let n = 20;
+    let sender = {
+        let mut frames = Vec::new();
+        for t in 0..n {
+            let q = req(Verb::Get, t).with_path("/big");
+            frames.extend_from_slice(&doozer_proto::codec::encode_frame(&q));
+        }
+        frames
+    };
+    // Write while reading, as the server stops reading at 8 outstanding requests.
+    let (mut rd, mut wr) = tokio::io::split(c.io.into_inner());
+    let writer = tokio::spawn(async move {
+        wr.write_all(&sender).await.unwrap();
+        wr
+    });
+    // Another client is served meanwhile.
+    let mut other = connect(&node, SessionConfig::default());
+    assert!(!other.call(req(Verb::Rev, 1)).await.is_err());
+    let mut tags = Vec::new();
+    let mut framed = tokio_util::codec::FramedRead::new(&mut rd, ClientCodec::new());
+    for _ in 0..n {
+        let r = tokio::time::timeout(DEADLINE, framed.next())
+            .await
+            .expect("answer in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.value.as_ref().map(|v| v.len()), Some(600));
+        tags.push(r.tag.unwrap());
+    }
+    tags.sort();
+    assert_eq!(tags, (0..n).collect::<Vec<_>>());
+    writer.await.unwrap();
 }
 
 // ---- Access ----

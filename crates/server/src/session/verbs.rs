@@ -5,10 +5,13 @@
 //! arguments, then path or glob syntax (doozer-protocol.md §2.4). Where the original
 //! crashed or guessed (an empty or relative path for GET and GETDIR) we answer BAD_PATH.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use doozer_proto::msg::{ErrCode, Request, Response, Verb, REV_MISSING};
 use doozer_proto::{path, Glob};
 use doozer_store::Op;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::access::Rights;
 use super::config::SessionConfig;
@@ -68,22 +71,26 @@ impl Job {
         }
     }
 
-    /// Does the work and builds the answer.
+    /// Does the work and builds the answer. `value_reads` gates reads that load file bodies;
+    /// the permit returned with such an answer must be held until the answer is queued.
     pub async fn run<H: NodeHandle>(
         self,
         h: &H,
         cfg: &SessionConfig,
+        value_reads: &Arc<Semaphore>,
         tag: Option<i32>,
-    ) -> Response {
+    ) -> (Response, Option<OwnedSemaphorePermit>) {
         match self {
-            Job::Get { path, rev } => reads::get(h, cfg, tag, path, rev).await,
-            Job::Getdir { path, offset, rev } => {
-                reads::getdir(h, cfg, tag, path, offset, rev).await
+            Job::Get { path, rev } => reads::get(h, cfg, value_reads, tag, path, rev).await,
+            Job::Walk { glob, offset, rev } => {
+                reads::walk(h, cfg, value_reads, tag, glob, offset, rev).await
             }
-            Job::Stat { path, rev } => reads::stat(h, cfg, tag, path, rev).await,
-            Job::Walk { glob, offset, rev } => reads::walk(h, cfg, tag, glob, offset, rev).await,
-            Job::Wait { glob, from } => wait::wait(h, tag, glob, from).await,
-            Job::Write { op, verb } => write(h, cfg, tag, op, verb).await,
+            Job::Getdir { path, offset, rev } => {
+                (reads::getdir(h, cfg, tag, path, offset, rev).await, None)
+            }
+            Job::Stat { path, rev } => (reads::stat(h, cfg, tag, path, rev).await, None),
+            Job::Wait { glob, from } => (wait::wait(h, tag, glob, from).await, None),
+            Job::Write { op, verb } => (write(h, cfg, tag, op, verb).await, None),
         }
     }
 }
