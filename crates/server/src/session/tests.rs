@@ -840,7 +840,7 @@ async fn a_client_that_does_not_read_holds_only_its_budget() {
         max_outstanding: 8,
         ..SessionConfig::default()
     };
-    let mut c = connect_with_pipe(&node, cfg, 64);
+    let c = connect_with_pipe(&node, cfg, 64);
     let n = 20;
     let sender = {
         let mut frames = Vec::new();
