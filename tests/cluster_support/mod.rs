@@ -113,6 +113,19 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many voters govern the next slot, from this node's last "voters in force" log
+    /// line (a change in /ctl/cal takes effect alpha slots after it is applied).
+    pub fn voters_in_force(&self) -> usize {
+        let log = self.log_text();
+        let Some(line) = log.lines().rev().find(|l| l.contains("voters in force")) else {
+            return 0;
+        };
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("n="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Whether this node's log says it is the leader now.
     pub fn is_leader(&self) -> bool {
         let log = self.log_text();
@@ -207,6 +220,12 @@ impl Cluster {
         let mut c = self.nodes[0].client();
         eventually(Duration::from_secs(30), "three voters", || {
             (Cluster::voters(&mut c) == ids).then_some(())
+        });
+        eventually(Duration::from_secs(30), "three voters in force", || {
+            self.nodes
+                .iter()
+                .all(|p| p.voters_in_force() == 3)
+                .then_some(())
         });
     }
 
