@@ -108,3 +108,30 @@ fn catches_acceptor_forgetting_its_promise_on_restart() {
         },
     );
 }
+
+// The sim-level plants below prove the checkers that no engine fault exercises.
+
+#[test]
+fn liveness_checker_catches_a_node_left_cut_off() {
+    let max = sim::env_u64("SIM_PLANTED_SEEDS").unwrap_or(DEFAULT_MAX_SEEDS);
+    let planted = Planted {
+        never_heal: true,
+        ..Planted::default()
+    };
+    let opts = RunOptions {
+        planted,
+        ..RunOptions::default()
+    };
+    let (hit, ran) = sim::find_violation(max, opts, |v| v.kind == "liveness");
+    let outcome = hit.unwrap_or_else(|| panic!("never_heal: no liveness violation in {ran} seeds"));
+    eprintln!("planted never_heal: caught at seed {}", outcome.seed);
+}
+
+#[test]
+fn validity_checker_catches_values_nobody_proposed() {
+    let planted = Planted {
+        corrupt_proposals: true,
+        ..Planted::default()
+    };
+    assert_caught("corrupt_proposals", planted);
+}

@@ -54,10 +54,16 @@ fn simulate_seeds() {
     let plan_steps: usize = outcomes.iter().map(|o| o.stats.plan_steps).sum();
     let engine_dups: u64 = outcomes.iter().map(|o| o.stats.dup_cmds.0).sum();
     let retried_dups: u64 = outcomes.iter().map(|o| o.stats.dup_cmds.1).sum();
+    let heal_max = outcomes
+        .iter()
+        .map(|o| o.stats.heal_ticks_used)
+        .max()
+        .unwrap_or(0);
     eprintln!(
         "sim totals: {slots} slots, {commands} commands, {crashes} crashes, {partitions} partitions, \
          {snapshots} snapshots, {reads} read indexes, {plan_steps} membership steps, \
-         commands decided twice: {engine_dups} proposed once, {retried_dups} after a retry; {:.1?}",
+         commands decided twice: {engine_dups} proposed once, {retried_dups} after a retry; \
+         slowest settling after heal: {heal_max} ticks; {:.1?}",
         started.elapsed()
     );
     let line = format!("sim: {} seeds, {} violations", seeds.len(), failed.len());

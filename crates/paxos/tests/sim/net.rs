@@ -88,6 +88,13 @@ impl Net {
         }
     }
 
+    /// Puts a message back to be delivered at tick `at` (its addressee is paused).
+    pub fn defer(&mut self, rng: &mut ChaCha8Rng, at: u64, env: Envelope) {
+        let tie: u64 = rng.gen();
+        self.seq += 1;
+        self.queue.insert((at, tie, self.seq), env);
+    }
+
     /// The next message due at or before `now`, if any.
     pub fn pop_due(&mut self, now: u64) -> Option<Envelope> {
         let (&key, _) = self.queue.first_key_value()?;

@@ -76,6 +76,10 @@ pub struct SimNode {
     pub machine: Machine,
     /// Durable: the config this node was created with (what it starts from before applying anything).
     pub join_config: Config,
+    /// A paused node (a stalled process) handles nothing before this tick; it loses nothing.
+    pub paused_until: u64,
+    /// Probability that a world tick reaches this node's engine (clock skew, slow process).
+    pub tick_p: f64,
 }
 
 impl SimNode {
@@ -94,12 +98,19 @@ impl SimNode {
             accepted: BTreeMap::new(),
             machine,
             join_config,
+            paused_until: 0,
+            tick_p: 1.0,
         }
     }
 
-    /// Whether the node is running.
+    /// Whether the node is running (possibly paused).
     pub fn is_up(&self) -> bool {
         self.life == Life::Up
+    }
+
+    /// Whether the node is running and not paused at tick `now`.
+    pub fn is_active(&self, now: u64) -> bool {
+        self.life == Life::Up && now >= self.paused_until
     }
 
     /// What the store would load on restart, built only from durable state.
@@ -156,6 +167,7 @@ impl SimNode {
         self.pending.clear();
         self.self_queue.clear();
         self.want_snapshot = None;
+        self.paused_until = 0;
         self.life = Life::Down { restart_at };
     }
 }

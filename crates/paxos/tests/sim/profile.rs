@@ -26,12 +26,16 @@ pub struct Planted {
     pub engine: Faults,
     /// The simulated disk drops Promise records when a node restarts.
     pub forget_promise: bool,
+    /// Proves the liveness checker: one node stays cut off after healing.
+    pub never_heal: bool,
+    /// Proves the validity checker: clients hand engines other data than they registered.
+    pub corrupt_proposals: bool,
 }
 
 impl Planted {
     /// Whether any bug is planted.
     pub fn any(&self) -> bool {
-        self.engine != Faults::default() || self.forget_promise
+        *self != Planted::default()
     }
 }
 
@@ -46,6 +50,14 @@ pub struct Profile {
     pub crash_p: f64,
     /// How long a crashed node stays down.
     pub down_ticks: (u64, u64),
+    /// Probability per tick that every running node crashes at once (power loss).
+    pub power_loss_p: f64,
+    /// Probability per tick that a running node pauses (a stalled process).
+    pub pause_p: f64,
+    /// How long a pause lasts.
+    pub pause_ticks: (u64, u64),
+    /// Whether nodes' clocks run at different rates (each gets a tick rate in [0.5, 1]).
+    pub tick_skew: bool,
     /// Probability per tick that a partition starts (when none is active).
     pub partition_p: f64,
     /// How long a partition lasts.
@@ -113,6 +125,10 @@ impl Profile {
             },
             crash_p: pick(rng, &[0.0, 0.003, 0.01, 0.03]),
             down_ticks: (5, pick(rng, &[30u64, 100, 300])),
+            power_loss_p: pick(rng, &[0.0, 0.0, 0.0005, 0.002]),
+            pause_p: pick(rng, &[0.0, 0.005, 0.02]),
+            pause_ticks: (5, pick(rng, &[20u64, 60, 200])),
+            tick_skew: rng.gen_bool(0.3),
             partition_p: pick(rng, &[0.0, 0.005, 0.02]),
             partition_ticks: (10, pick(rng, &[50u64, 150, 400])),
             fsync_p: pick(rng, &[1.0, 0.5, 0.2]),
@@ -123,9 +139,9 @@ impl Profile {
             read_p: pick(rng, &[0.0, 0.05, 0.2]),
             retry_ticks: u64::from(election_ticks.1) * 2 + max_delay * 4,
             chaos_ticks: if membership {
-                1500
+                4000
             } else {
-                rng.gen_range(500..1000)
+                rng.gen_range(2000..4000)
             },
             heal_ticks: 3000,
             alpha: if membership {
@@ -145,7 +161,7 @@ impl Profile {
     /// A one-line description for failure reports.
     pub fn describe(&self) -> String {
         format!(
-            "{:?} drop={} dup={} delay={:?} crash={} down={:?} part={} part_len={:?} fsync={}/{} \
+            "{:?} drop={} dup={} delay={:?} crash={} down={:?} power={} pause={}/{:?} skew={} part={} part_len={:?} fsync={}/{} \
              clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} pending={} retain={} planted={:?}",
             self.shape,
             self.net.drop_p,
@@ -153,6 +169,10 @@ impl Profile {
             self.net.delay_ticks,
             self.crash_p,
             self.down_ticks,
+            self.power_loss_p,
+            self.pause_p,
+            self.pause_ticks,
+            self.tick_skew,
             self.partition_p,
             self.partition_ticks,
             self.fsync_p,

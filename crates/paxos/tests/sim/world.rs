@@ -140,6 +140,11 @@ impl World {
             let _ = i;
             nodes.push(SimNode::new(*id, machine, genesis.clone(), life));
         }
+        if profile.tick_skew {
+            for node in nodes.iter_mut() {
+                node.tick_p = rng.gen_range(0.5..=1.0);
+            }
+        }
         let index = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let clients = (0..profile.clients)
             .map(|_| Client::new(NodeId::random(&mut rng)))
@@ -291,8 +296,17 @@ impl World {
         self.partition_until = None;
         self.net_faults = NetFaults::reliable(self.profile.net.delay_ticks);
         for i in 0..self.nodes.len() {
+            self.nodes[i].paused_until = self.nodes[i].paused_until.min(self.now);
             if matches!(self.nodes[i].life, Life::Down { .. }) {
                 self.restart(i);
+            }
+        }
+        if self.profile.planted.never_heal && self.nodes.len() > 1 {
+            // Planted: the first node stays cut off, so it can never catch up.
+            let lone = self.nodes[0].id;
+            for n in &self.nodes[1..] {
+                self.net.blocked.insert((lone, n.id));
+                self.net.blocked.insert((n.id, lone));
             }
         }
         self.note(&[2], || "heal".to_string());
@@ -375,6 +389,32 @@ impl World {
                 self.check.on_crash(id);
                 self.stats.crashes += 1;
                 self.note(&[3, id.0 as u64], || format!("crash {}", Self::short(id)));
+            }
+        }
+        if self.profile.power_loss_p > 0.0 && self.rng.gen_bool(self.profile.power_loss_p) {
+            for i in self.up_nodes() {
+                let down = self
+                    .rng
+                    .gen_range(self.profile.down_ticks.0..=self.profile.down_ticks.1);
+                let id = self.nodes[i].id;
+                self.nodes[i].crash(self.now + down);
+                self.check.on_crash(id);
+                self.stats.crashes += 1;
+            }
+            self.note(&[15], || "power loss".to_string());
+        }
+        if self.profile.pause_p > 0.0 && self.rng.gen_bool(self.profile.pause_p) {
+            let up = self.up_nodes();
+            if let Some(&i) = up.choose(&mut self.rng) {
+                let len = self
+                    .rng
+                    .gen_range(self.profile.pause_ticks.0..=self.profile.pause_ticks.1);
+                let until = self.now + len;
+                self.nodes[i].paused_until = self.nodes[i].paused_until.max(until);
+                let id = self.nodes[i].id;
+                self.note(&[16, id.0 as u64, len], || {
+                    format!("pause {} for {len}", Self::short(id))
+                });
             }
         }
         if let Some(until) = self.partition_until {
@@ -503,6 +543,12 @@ impl World {
                 self.stats.lost += 1;
                 continue;
             }
+            if !self.nodes[i].is_active(self.now) {
+                // A stalled process reads its socket later.
+                let at = self.nodes[i].paused_until;
+                self.net.defer(&mut self.rng, at, env);
+                continue;
+            }
             self.stats.delivered += 1;
             let msg_hash = if self.opts.trace_messages {
                 hash_debug(&env.msg)
@@ -614,7 +660,8 @@ impl World {
                 return;
             }
             let n = self.nodes[i].pending.len();
-            if n > 0 && self.nodes[i].is_up() && self.rng.gen_bool(self.profile.fsync_p) {
+            if n > 0 && self.nodes[i].is_active(self.now) && self.rng.gen_bool(self.profile.fsync_p)
+            {
                 let k = self.rng.gen_range(1..=n);
                 self.fsync(i, k);
             }
@@ -705,7 +752,7 @@ impl World {
     /// Serves snapshot requests from another running node's durable applied state.
     fn fetch_snapshots(&mut self) {
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_up() {
+            if !self.nodes[i].is_active(self.now) {
                 continue;
             }
             let Some(req) = self.nodes[i].want_snapshot.clone() else {
@@ -731,6 +778,13 @@ impl World {
             if self.failed() {
                 return;
             }
+            if !self.nodes[i].is_active(self.now) {
+                continue;
+            }
+            let tick_p = self.nodes[i].tick_p;
+            if tick_p < 1.0 && !self.rng.gen_bool(tick_p) {
+                continue;
+            }
             if let Some(engine) = self.nodes[i].engine.as_mut() {
                 engine.tick();
                 self.drain(i);
@@ -740,20 +794,30 @@ impl World {
 
     // ---------------------------------------------------------------- clients and reads
 
-    fn random_up_node(&mut self) -> Option<usize> {
-        let up = self.up_nodes();
-        up.choose(&mut self.rng).copied()
+    fn random_active_node(&mut self) -> Option<usize> {
+        let now = self.now;
+        let active: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_active(now))
+            .collect();
+        active.choose(&mut self.rng).copied()
     }
 
     /// Proposes `cmd` at a random running node; returns the tick to try again at.
     fn propose(&mut self, cmd: &Command) -> u64 {
-        let Some(i) = self.random_up_node() else {
+        let Some(i) = self.random_active_node() else {
             return self.now + 1;
         };
         let id = self.nodes[i].id;
         let Some(engine) = self.nodes[i].engine.as_mut() else {
             return self.now + 1;
         };
+        let mut cmd = cmd.clone();
+        if self.profile.planted.corrupt_proposals {
+            // Planted: what reaches the engine is not what the client registered.
+            let mut data = cmd.data.to_vec();
+            data.push(b'!');
+            cmd.data = Bytes::from(data);
+        }
         let result = engine.propose(cmd.clone());
         let cid = cmd.id;
         self.note(&[11, id.0 as u64, cid.seq, result.is_ok() as u64], || {
@@ -819,7 +883,7 @@ impl World {
         if self.profile.read_p == 0.0 || !self.rng.gen_bool(self.profile.read_p) {
             return;
         }
-        let Some(i) = self.random_up_node() else {
+        let Some(i) = self.random_active_node() else {
             return;
         };
         self.next_ctx += 1;
