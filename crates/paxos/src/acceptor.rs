@@ -132,6 +132,7 @@ impl Engine {
             self.step_down();
         }
         self.set_leader(Some(from));
+        self.failed_campaigns = 0;
         self.election_elapsed = 0;
         true
     }

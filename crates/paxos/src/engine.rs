@@ -19,6 +19,9 @@ use crate::ready::{ProposeError, Ready, Status};
 use crate::state::{PersistentState, Record};
 use crate::value::{Command, Value};
 
+/// Cap of the campaign backoff: the extra wait is at most `max_election_ticks << 3`.
+const MAX_BACKOFF_SHIFT: u32 = 3;
+
 /// What this node is doing about leadership.
 #[derive(Debug)]
 pub(crate) enum Role {
@@ -63,6 +66,9 @@ pub struct Engine {
     pub(crate) max_round_seen: u64,
     pub(crate) election_elapsed: u32,
     pub(crate) election_timeout: u32,
+    /// Campaigns since a leader was last seen: each one doubles the next timeout (capped),
+    /// so duelling candidates spread out instead of pre-empting each other in lockstep.
+    pub(crate) failed_campaigns: u32,
 
     // Proposals.
     /// Commands waiting for a slot (leader) or to be forwarded (follower).
@@ -121,6 +127,7 @@ impl Engine {
             max_round_seen: promised.round,
             election_elapsed: 0,
             election_timeout: 0,
+            failed_campaigns: 0,
             queue: VecDeque::new(),
             queued_ids: BTreeSet::new(),
             own: BTreeMap::new(),
@@ -300,11 +307,20 @@ impl Engine {
     pub(crate) fn reset_election_timer(&mut self) {
         let (lo, hi) = self.opts.election_ticks;
         let lo = lo.max(1);
-        self.election_timeout = if hi > lo {
+        let base = if hi > lo {
             self.rng.gen_range(lo..hi)
         } else {
             lo
         };
+        let backoff = self.failed_campaigns.min(MAX_BACKOFF_SHIFT);
+        // The extra wait is random too: a fixed multiple would keep two duelling
+        // candidates in step.
+        let extra = if backoff > 0 {
+            self.rng.gen_range(0..(hi.max(lo + 1) << backoff))
+        } else {
+            0
+        };
+        self.election_timeout = base.saturating_add(extra);
         self.election_elapsed = 0;
     }
 

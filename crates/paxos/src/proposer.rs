@@ -74,6 +74,7 @@ impl Engine {
         };
         let from_slot = self.decided + 1;
         tracing::debug!(node = %self.id(), %ballot, from_slot, "campaigning");
+        self.failed_campaigns = self.failed_campaigns.saturating_add(1);
         self.step_down();
         // Our own promise is durable before any prepare leaves: a ballot is never reused,
         // even by a node that crashes mid-campaign.
@@ -197,6 +198,7 @@ impl Engine {
             reads_waiting: Vec::new(),
         }));
         self.set_leader(Some(self.id()));
+        self.failed_campaigns = 0;
         // Tell everyone at once, so followers stop campaigning and learn our commit.
         self.broadcast_heartbeat();
     }
@@ -261,8 +263,9 @@ impl Engine {
             self.step_down();
             return;
         }
-        if !self.configs.at(l.next_slot).voters.contains(&self.id()) {
-            // Removed from the voters: the remaining voters elect one of themselves.
+        if !self.is_voter() {
+            // Removed from the voters of every slot still to decide: the remaining voters
+            // elect one of themselves. (Until then we lead even slots we don't vote in.)
             tracing::info!(node = %self.id(), "no longer a voter");
             self.step_down();
             return;
