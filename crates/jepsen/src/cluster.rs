@@ -274,6 +274,9 @@ impl Cluster {
             .spawn()
             .map_err(io(format!("spawn {}", self.cfg.doozerd.display())))?;
         let pid = child.id();
+        // Before anything else: the node dials its peers as soon as it starts, and the
+        // proxies identify the dialer by pid.
+        self.net.set_pid(i, pid);
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         // stderr: append to the log, and follow what the node says about the leader.
@@ -327,7 +330,6 @@ impl Cluster {
         node.id = Some(id);
         node.child = Some(child);
         node.paused = false;
-        self.net.set_pid(i, pid);
         Ok(())
     }
 

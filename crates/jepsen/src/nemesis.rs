@@ -111,9 +111,10 @@ pub fn schedule(families: &[Family], total: Duration, rng: &mut ChaCha8Rng) -> V
             Duration::from_millis(rng.gen_range(1000..3000))
         };
         let family = *families.choose(rng).expect("not empty");
-        let hold = Duration::from_millis(rng.gen_range(2000..6000));
         let start = if steps.is_empty() { t } else { t + quiet };
-        if start + hold > end {
+        // The last fault is cut short to fit, unless too little time is left for one.
+        let hold = Duration::from_millis(rng.gen_range(2000..6000)).min(end.saturating_sub(start));
+        if hold < Duration::from_millis(1500) {
             break;
         }
         t = start + hold;

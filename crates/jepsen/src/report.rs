@@ -12,6 +12,7 @@ use crate::history::{Op, OpKind};
 use crate::linearizability::KeyVerdict;
 use crate::proxy::ProxyStats;
 use crate::run::{Collected, RunConfig, Verdicts};
+use crate::workload::FINAL_CLIENT_BASE;
 
 /// A snapshot of the proxies' counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,7 +122,7 @@ fn verdict_lines(ctx: &Context<'_>) -> (Vec<String>, Option<(usize, Vec<usize>)>
         }
         if let Some(a) = l.first_anomaly(h) {
             out.push(format!("  first anomaly: {}", describe(&h[a.op_index])));
-            for p in a.pending.iter().take(12) {
+            for p in a.pending.iter().filter(|p| **p != a.op_index).take(12) {
                 out.push(format!("    concurrent: {}", describe(&h[*p])));
             }
             anomaly = Some((a.op_index, a.pending.clone()));
@@ -176,7 +177,10 @@ fn verdict_lines(ctx: &Context<'_>) -> (Vec<String>, Option<(usize, Vec<usize>)>
 
 fn latency_lines(h: &[Op]) -> Vec<String> {
     let mut by: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
-    for op in h.iter().filter(|o| o.ok == Some(true)) {
+    for op in h
+        .iter()
+        .filter(|o| o.ok == Some(true) && o.client < FINAL_CLIENT_BASE)
+    {
         if let Some(l) = op.latency_ns() {
             let hist = by
                 .entry(kind_name(op.op))
@@ -258,7 +262,10 @@ pub fn text(ctx: &Context<'_>) -> String {
     for l in count_lines(&ctx.collected.history) {
         let _ = writeln!(t, "{l}");
     }
-    let _ = writeln!(t, "latency of successful operations:");
+    let _ = writeln!(
+        t,
+        "latency of successful operations (final reads excluded):"
+    );
     for l in latency_lines(&ctx.collected.history) {
         let _ = writeln!(t, "{l}");
     }
@@ -404,7 +411,10 @@ pub fn html(ctx: &Context<'_>) -> String {
     let plot_h = 260.0;
     let buckets = 200usize;
     let mut per: Vec<Vec<u64>> = vec![Vec::new(); buckets];
-    for op in h.iter().filter(|o| o.ok == Some(true)) {
+    for op in h
+        .iter()
+        .filter(|o| o.ok == Some(true) && o.client < FINAL_CLIENT_BASE)
+    {
         if let Some(l) = op.latency_ns() {
             let b = ((op.call as f64 / end_ns as f64) * buckets as f64) as usize;
             per[b.min(buckets - 1)].push(l);

@@ -101,7 +101,7 @@ pub struct Collected {
     /// The watch workload's data.
     pub watch: Option<WatchData>,
     /// Nodes that could not answer the final reads after the heal.
-    pub unavailable: Vec<usize>,
+    pub unavailable: Vec<(usize, String)>,
 }
 
 /// Runs the workload's clients against `uris` while `nemesis` runs; `nemesis` must return
@@ -219,9 +219,9 @@ impl Verdicts {
 /// harness did not cause.
 pub fn check(workload: Workload, c: &Collected, crashes: &[(usize, String)]) -> Verdicts {
     let mut v = Verdicts::default();
-    for node in &c.unavailable {
+    for (node, why) in &c.unavailable {
         v.problems.push(format!(
-            "node n{node} could not answer the final reads after the cluster healed"
+            "node n{node} could not answer the final reads after the cluster healed: {why}"
         ));
     }
     for (node, status) in crashes {

@@ -53,7 +53,8 @@ impl Workload {
 
 /// Where the register workload keeps its keys.
 pub const REGISTER_DIR: &str = "/jepsen/r";
-/// Where the set workload adds its elements.
+/// Where the set workload adds its elements: `SET_DIR/c<client>/<element>`. One directory
+/// per client keeps listings short (GETDIR at offset k costs O(k) on the server).
 pub const SET_DIR: &str = "/jepsen/set";
 /// Where the watch workload writes.
 pub const WATCH_DIR: &str = "/jepsen/w";
@@ -236,13 +237,13 @@ where
 
 /// After the run: reads every key through every node (`uris[i]` reaches node i only),
 /// recorded as reads of clients [`FINAL_CLIENT_BASE`]` + i`. Returns the nodes that
-/// could not answer within `within`.
+/// could not answer within `within`, with the last error.
 pub async fn register_final_reads(
     uris: &[String],
     rec: &Recorder,
     keys: usize,
     within: Duration,
-) -> Vec<usize> {
+) -> Vec<(usize, String)> {
     let mut failed = Vec::new();
     for (i, uri) in uris.iter().enumerate() {
         let client = match retry(within, || {
@@ -251,8 +252,8 @@ pub async fn register_final_reads(
         .await
         {
             Ok(c) => c,
-            Err(_) => {
-                failed.push(i);
+            Err(e) => {
+                failed.push((i, format!("connect: {e}")));
                 continue;
             }
         };
@@ -270,8 +271,8 @@ pub async fn register_final_reads(
                     call,
                     ret: Some(rec.now_ns()),
                 }),
-                Err(_) => {
-                    failed.push(i);
+                Err(e) => {
+                    failed.push((i, format!("get {key}: {e}")));
                     break;
                 }
             }
@@ -286,7 +287,7 @@ pub async fn set_client(id: u64, client: Client, rec: Arc<Recorder>, until: Inst
     while Instant::now() < until {
         seq += 1;
         let el = format!("e{id}-{seq}");
-        let key = format!("{SET_DIR}/{el}");
+        let key = format!("{SET_DIR}/c{id}/{el}");
         let call = rec.now_ns();
         let r = client.set(&key, 0, el.clone()).await;
         let ret = rec.now_ns();
@@ -305,17 +306,28 @@ pub async fn set_client(id: u64, client: Client, rec: Arc<Recorder>, until: Inst
 }
 
 /// After the run: lists the set through every node, recorded as reads of
-/// [`FINAL_READ_KEY`]. Returns the nodes that could not answer within `within`.
-pub async fn set_final_reads(uris: &[String], rec: &Recorder, within: Duration) -> Vec<usize> {
+/// [`FINAL_READ_KEY`]. Returns the nodes that could not answer within `within`, with the last error.
+pub async fn set_final_reads(
+    uris: &[String],
+    rec: &Recorder,
+    within: Duration,
+) -> Vec<(usize, String)> {
     let mut failed = Vec::new();
     for (i, uri) in uris.iter().enumerate() {
         let call = rec.now_ns();
         let r = retry(within, || async {
-            let c = Client::connect_with(uri, client_options(Duration::from_secs(10))).await?;
-            match c.getdir_all(SET_DIR, None).await {
-                Err(e) if e.code() == Some(ErrCode::NoEnt) => Ok(Vec::new()),
-                other => other,
+            let c = Client::connect_with(uri, client_options(Duration::from_secs(20))).await?;
+            // Every directory and every file at one revision.
+            let rev = c.rev().await?;
+            let dirs = match c.getdir_all(SET_DIR, Some(rev)).await {
+                Err(e) if e.code() == Some(ErrCode::NoEnt) => Vec::new(),
+                other => other?,
+            };
+            let mut names = Vec::new();
+            for d in dirs {
+                names.extend(c.getdir_all(&format!("{SET_DIR}/{d}"), Some(rev)).await?);
             }
+            Ok(names)
         })
         .await;
         match r {
@@ -329,7 +341,7 @@ pub async fn set_final_reads(uris: &[String], rec: &Recorder, within: Duration) 
                 call,
                 ret: Some(rec.now_ns()),
             }),
-            Err(_) => failed.push(i),
+            Err(e) => failed.push((i, format!("list {SET_DIR}: {e}"))),
         }
     }
     failed
