@@ -26,6 +26,8 @@ enum Retry {
     /// unless the first one failed, because a successful first attempt raises the file's
     /// rev past the one given. A retry that then gets REV_MISMATCH is reported as
     /// [`ClientError::Unknown`], since the mismatch may be with our own first attempt.
+    /// (The one exception is a rev at or beyond the revision the write itself lands at,
+    /// i.e. a rev from the future: no caller that read the rev it passes can produce one.)
     Cas,
     /// Clobber writes (rev -1) and NOP: a retry could apply twice; report Unknown.
     Never,
