@@ -1,0 +1,994 @@
+//! Exact-output tests of single protocol steps: an engine built from a literal state, one
+//! input, and the complete `Ready` it produces.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use doozer_paxos::*;
+
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
+const C: NodeId = NodeId(3);
+
+fn cfg() -> Config {
+    Config::with_voters([A, B, C])
+}
+
+fn opts(id: NodeId) -> Options {
+    Options {
+        id,
+        alpha: 8,
+        heartbeat_ticks: 5,
+        // A fixed timeout (the range holds one value) makes the campaign tick exact.
+        election_ticks: (10, 11),
+        max_batch_cmds: 2,
+        max_pending: 3,
+        ..Options::default()
+    }
+}
+
+fn ballot(round: u64, node: NodeId) -> Ballot {
+    Ballot { round, node }
+}
+
+fn cmd(seq: u64, data: &'static [u8]) -> Command {
+    Command {
+        id: CommandId { node: A, seq },
+        data: Bytes::from_static(data),
+    }
+}
+
+fn batch(seq: u64, data: &'static [u8]) -> Value {
+    Value::Batch(vec![cmd(seq, data)])
+}
+
+fn state(promised: Ballot, accepted: &[(Slot, Ballot, Value)]) -> PersistentState {
+    PersistentState {
+        promised,
+        accepted: accepted
+            .iter()
+            .map(|(s, b, v)| (*s, (*b, v.clone())))
+            .collect::<BTreeMap<_, _>>(),
+        ..PersistentState::empty(cfg())
+    }
+}
+
+fn engine(id: NodeId, st: PersistentState) -> Engine {
+    Engine::new(opts(id), st)
+}
+
+/// Ticks until the election timeout fires; returns that tick's output.
+fn campaign(e: &mut Engine) -> Ready {
+    for _ in 0..9 {
+        e.tick();
+        assert!(e.ready().is_empty(), "nothing happens before the timeout");
+    }
+    e.tick();
+    e.ready()
+}
+
+/// A leading at ballot 1.A over an empty log, with B's promise; outputs drained.
+fn leader_a() -> Engine {
+    let mut a = engine(A, PersistentState::empty(cfg()));
+    campaign(&mut a);
+    let b1 = ballot(1, A);
+    let empty = Message::Promise {
+        ballot: b1,
+        from_slot: 1,
+        accepted: vec![],
+        decided: vec![],
+    };
+    a.step(A, empty.clone());
+    a.step(B, empty);
+    a.ready();
+    assert!(a.status().is_leader);
+    a
+}
+
+/// B following A at ballot 1.A; outputs drained.
+fn follower_b(accepted: &[(Slot, Ballot, Value)]) -> Engine {
+    let b1 = ballot(1, A);
+    let mut b = engine(B, state(b1, accepted));
+    b.step(
+        A,
+        Message::Heartbeat {
+            ballot: b1,
+            commit: 0,
+            read_seq: 0,
+        },
+    );
+    b.ready();
+    assert_eq!(b.status().leader, Some(A));
+    b
+}
+
+#[test]
+fn timeout_starts_phase1_with_durable_ballot() {
+    let mut a = engine(A, PersistentState::empty(cfg()));
+    let b1 = ballot(1, A);
+    let r = campaign(&mut a);
+    assert_eq!(
+        r,
+        Ready {
+            persist: vec![Record::Promise(b1)],
+            send_after_persist: vec![
+                (
+                    B,
+                    Message::Prepare {
+                        ballot: b1,
+                        from_slot: 1
+                    }
+                ),
+                (
+                    C,
+                    Message::Prepare {
+                        ballot: b1,
+                        from_slot: 1
+                    }
+                ),
+                (
+                    A,
+                    Message::Promise {
+                        ballot: b1,
+                        from_slot: 1,
+                        accepted: vec![],
+                        decided: vec![]
+                    }
+                ),
+            ],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn prepare_gets_promise_after_persist() {
+    let old = ballot(1, A);
+    let mut b = engine(B, state(old, &[(3, old, batch(1, b"x"))]));
+    let b2 = ballot(2, C);
+    b.step(
+        C,
+        Message::Prepare {
+            ballot: b2,
+            from_slot: 2,
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            persist: vec![Record::Promise(b2)],
+            send_after_persist: vec![(
+                C,
+                Message::Promise {
+                    ballot: b2,
+                    from_slot: 2,
+                    accepted: vec![(3, old, batch(1, b"x"))],
+                    decided: vec![],
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+    assert_eq!(b.status().ballot, b2);
+}
+
+#[test]
+fn promise_quorum_adopts_highest_ballot_and_fills_holes_with_noops() {
+    // A accepted Z in slot 2 at 1.C; B reports X at 1.B there (lower) and Y in slot 4.
+    let (b1b, b1c) = (ballot(1, B), ballot(1, C));
+    let (x, y, z) = (batch(1, b"X"), batch(2, b"Y"), batch(3, b"Z"));
+    let mut a = engine(A, state(Ballot::ZERO, &[(2, b1c, z.clone())]));
+    let r = campaign(&mut a);
+    let b2 = ballot(2, A); // above the 1.C it accepted at
+    let own = Message::Promise {
+        ballot: b2,
+        from_slot: 1,
+        accepted: vec![(2, b1c, z.clone())],
+        decided: vec![],
+    };
+    assert_eq!(r.send_after_persist.last(), Some(&(A, own.clone())));
+    a.step(A, own);
+    assert!(a.ready().is_empty(), "one promise of three is no quorum");
+    a.step(
+        B,
+        Message::Promise {
+            ballot: b2,
+            from_slot: 1,
+            accepted: vec![(2, b1b, x), (4, b1b, y.clone())],
+            decided: vec![],
+        },
+    );
+    assert!(a.status().is_leader);
+    let plan = [(1, Value::Noop), (2, z), (3, Value::Noop), (4, y)];
+    let mut send_now = vec![
+        (
+            B,
+            Message::Heartbeat {
+                ballot: b2,
+                commit: 0,
+                read_seq: 0,
+            },
+        ),
+        (
+            C,
+            Message::Heartbeat {
+                ballot: b2,
+                commit: 0,
+                read_seq: 0,
+            },
+        ),
+    ];
+    let mut persist = Vec::new();
+    let mut after = Vec::new();
+    for (slot, value) in plan {
+        for to in [B, C] {
+            send_now.push((
+                to,
+                Message::Accept {
+                    ballot: b2,
+                    slot,
+                    value: value.clone(),
+                    commit: 0,
+                },
+            ));
+        }
+        persist.push(Record::Accept {
+            slot,
+            ballot: b2,
+            value,
+        });
+        after.push((A, Message::Accepted { ballot: b2, slot }));
+    }
+    assert_eq!(
+        a.ready(),
+        Ready {
+            persist,
+            send_now,
+            send_after_persist: after,
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn proposals_are_batched_into_one_slot() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.propose(cmd(1, b"p")).unwrap();
+    a.propose(cmd(2, b"q")).unwrap();
+    a.propose(cmd(3, b"r")).unwrap();
+    assert_eq!(
+        a.propose(cmd(4, b"s")),
+        Err(ProposeError::Busy),
+        "max_pending is 3"
+    );
+    let r = a.ready();
+    // max_batch_cmds is 2: p and q share slot 1, r goes alone in slot 2.
+    let v1 = Value::Batch(vec![cmd(1, b"p"), cmd(2, b"q")]);
+    let v2 = Value::Batch(vec![cmd(3, b"r")]);
+    assert_eq!(
+        r.persist,
+        vec![
+            Record::Accept {
+                slot: 1,
+                ballot: b1,
+                value: v1.clone()
+            },
+            Record::Accept {
+                slot: 2,
+                ballot: b1,
+                value: v2.clone()
+            },
+        ]
+    );
+    assert_eq!(
+        r.send_now,
+        vec![
+            (
+                B,
+                Message::Accept {
+                    ballot: b1,
+                    slot: 1,
+                    value: v1.clone(),
+                    commit: 0
+                }
+            ),
+            (
+                C,
+                Message::Accept {
+                    ballot: b1,
+                    slot: 1,
+                    value: v1,
+                    commit: 0
+                }
+            ),
+            (
+                B,
+                Message::Accept {
+                    ballot: b1,
+                    slot: 2,
+                    value: v2.clone(),
+                    commit: 0
+                }
+            ),
+            (
+                C,
+                Message::Accept {
+                    ballot: b1,
+                    slot: 2,
+                    value: v2,
+                    commit: 0
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        r.send_after_persist,
+        vec![
+            (
+                A,
+                Message::Accepted {
+                    ballot: b1,
+                    slot: 1
+                }
+            ),
+            (
+                A,
+                Message::Accepted {
+                    ballot: b1,
+                    slot: 2
+                }
+            )
+        ]
+    );
+}
+
+#[test]
+fn accept_is_answered_after_persist() {
+    let b1 = ballot(1, A);
+    let mut b = follower_b(&[]);
+    b.step(
+        A,
+        Message::Accept {
+            ballot: b1,
+            slot: 1,
+            value: batch(1, b"v"),
+            commit: 0,
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            persist: vec![Record::Accept {
+                slot: 1,
+                ballot: b1,
+                value: batch(1, b"v")
+            }],
+            send_after_persist: vec![(
+                A,
+                Message::Accepted {
+                    ballot: b1,
+                    slot: 1
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn accept_at_a_new_ballot_persists_the_promise_first() {
+    let b3 = ballot(3, A);
+    let mut b = engine(B, state(ballot(1, C), &[]));
+    b.step(
+        A,
+        Message::Accept {
+            ballot: b3,
+            slot: 1,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            persist: vec![
+                Record::Promise(b3),
+                Record::Accept {
+                    slot: 1,
+                    ballot: b3,
+                    value: Value::Noop
+                }
+            ],
+            send_after_persist: vec![(
+                A,
+                Message::Accepted {
+                    ballot: b3,
+                    slot: 1
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn send_before_persist_fault_sends_early() {
+    let b1 = ballot(1, A);
+    let mut o = opts(B);
+    o.faults.send_before_persist = true;
+    let mut b = Engine::new(o, state(b1, &[]));
+    b.step(
+        A,
+        Message::Accept {
+            ballot: b1,
+            slot: 1,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    let r = b.ready();
+    assert_eq!(
+        r.send_now,
+        vec![(
+            A,
+            Message::Accepted {
+                ballot: b1,
+                slot: 1
+            }
+        )]
+    );
+    assert!(r.send_after_persist.is_empty());
+}
+
+#[test]
+fn accepted_quorum_decides_and_publishes_commit() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.propose(cmd(1, b"v")).unwrap();
+    a.ready();
+    a.step(
+        A,
+        Message::Accepted {
+            ballot: b1,
+            slot: 1,
+        },
+    );
+    assert!(a.ready().is_empty(), "own vote alone is no quorum");
+    a.step(
+        B,
+        Message::Accepted {
+            ballot: b1,
+            slot: 1,
+        },
+    );
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![
+                (
+                    B,
+                    Message::Commit {
+                        ballot: b1,
+                        commit: 1
+                    }
+                ),
+                (
+                    C,
+                    Message::Commit {
+                        ballot: b1,
+                        commit: 1
+                    }
+                ),
+            ],
+            decided: vec![(1, batch(1, b"v"))],
+            ..Ready::default()
+        }
+    );
+    assert_eq!(a.status().decided, 1);
+}
+
+#[test]
+fn votes_of_another_ballot_do_not_count() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.propose(cmd(1, b"v")).unwrap();
+    a.ready();
+    a.step(
+        A,
+        Message::Accepted {
+            ballot: b1,
+            slot: 1,
+        },
+    );
+    a.step(
+        B,
+        Message::Accepted {
+            ballot: ballot(0, A),
+            slot: 1,
+        },
+    );
+    assert!(a.ready().is_empty());
+    assert_eq!(a.status().decided, 0);
+}
+
+#[test]
+fn heartbeat_commit_decides_values_accepted_at_its_ballot() {
+    let b1 = ballot(1, A);
+    let mut b = follower_b(&[(1, b1, batch(1, b"v"))]);
+    b.step(
+        A,
+        Message::Heartbeat {
+            ballot: b1,
+            commit: 1,
+            read_seq: 0,
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_after_persist: vec![(
+                A,
+                Message::HeartbeatAck {
+                    ballot: b1,
+                    read_seq: 0,
+                    decided: 1
+                }
+            )],
+            decided: vec![(1, batch(1, b"v"))],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn commit_beyond_what_was_accepted_at_that_ballot_asks_for_catch_up() {
+    let b1 = ballot(1, A);
+    // Slot 1 accepted at the current ballot, slot 2 only at an older one: must be fetched.
+    let mut b = follower_b(&[(1, b1, Value::Noop), (2, ballot(0, C), batch(1, b"old"))]);
+    b.step(
+        A,
+        Message::Commit {
+            ballot: b1,
+            commit: 3,
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_now: vec![(A, Message::CatchUp { from: 2, to: 3 })],
+            decided: vec![(1, Value::Noop)],
+            ..Ready::default()
+        }
+    );
+    b.step(
+        A,
+        Message::Decided {
+            entries: vec![(2, batch(2, b"new")), (3, Value::Noop)],
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            decided: vec![(2, batch(2, b"new")), (3, Value::Noop)],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn catch_up_is_served_from_retained_decided_slots() {
+    let st = PersistentState {
+        applied: 2,
+        decided_tail: vec![(1, Value::Noop), (2, batch(1, b"v"))],
+        configs: vec![(3, cfg())],
+        ..PersistentState::empty(cfg())
+    };
+    let mut a = engine(A, st);
+    a.step(C, Message::CatchUp { from: 1, to: 5 });
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![(
+                C,
+                Message::Decided {
+                    entries: vec![(1, Value::Noop), (2, batch(1, b"v"))]
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn compacted_slots_lead_to_a_snapshot_request() {
+    let st = PersistentState {
+        applied: 10,
+        configs: vec![(11, cfg())],
+        ..PersistentState::empty(cfg())
+    };
+    let mut a = engine(A, st);
+    a.step(C, Message::CatchUp { from: 1, to: 12 });
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![(C, Message::Compacted { applied: 10 })],
+            ..Ready::default()
+        }
+    );
+
+    let mut c = engine(C, PersistentState::empty(cfg()));
+    c.step(A, Message::Compacted { applied: 10 });
+    assert_eq!(
+        c.ready(),
+        Ready {
+            snapshot: Some(SnapshotRequest { from: A, slot: 10 }),
+            ..Ready::default()
+        }
+    );
+    c.snapshot_installed(10, vec![(11, cfg())]);
+    assert!(c.ready().is_empty());
+    let s = c.status();
+    assert_eq!((s.decided, s.applied), (10, 10));
+}
+
+#[test]
+fn read_index_needs_one_heartbeat_quorum() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.propose(cmd(1, b"w")).unwrap();
+    a.ready(); // slot 1 assigned, not decided
+    a.read_index(7);
+    a.read_index(8);
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![
+                (
+                    B,
+                    Message::Heartbeat {
+                        ballot: b1,
+                        commit: 0,
+                        read_seq: 1
+                    }
+                ),
+                (
+                    C,
+                    Message::Heartbeat {
+                        ballot: b1,
+                        commit: 0,
+                        read_seq: 1
+                    }
+                ),
+            ],
+            ..Ready::default()
+        }
+    );
+    a.read_index(9); // arrives during the round: waits for the next one
+    assert!(a.ready().is_empty());
+    a.step(
+        C,
+        Message::HeartbeatAck {
+            ballot: b1,
+            read_seq: 0,
+            decided: 0,
+        },
+    );
+    assert!(
+        a.ready().is_empty(),
+        "an ack of an older round confirms nothing"
+    );
+    a.step(
+        C,
+        Message::HeartbeatAck {
+            ballot: b1,
+            read_seq: 1,
+            decided: 0,
+        },
+    );
+    // Both reads must wait for slot 1, assigned before they arrived; read 9 starts round 2.
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![
+                (
+                    B,
+                    Message::Heartbeat {
+                        ballot: b1,
+                        commit: 0,
+                        read_seq: 2
+                    }
+                ),
+                (
+                    C,
+                    Message::Heartbeat {
+                        ballot: b1,
+                        commit: 0,
+                        read_seq: 2
+                    }
+                ),
+            ],
+            reads: vec![(7, Ok(1)), (8, Ok(1))],
+            ..Ready::default()
+        }
+    );
+    a.step(
+        B,
+        Message::HeartbeatAck {
+            ballot: b1,
+            read_seq: 2,
+            decided: 0,
+        },
+    );
+    assert_eq!(
+        a.ready(),
+        Ready {
+            reads: vec![(9, Ok(1))],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn follower_forwards_reads_and_relays_the_answer() {
+    let mut b = follower_b(&[]);
+    b.read_index(5);
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_now: vec![(A, Message::ReadIndex { ctx: 5 })],
+            ..Ready::default()
+        }
+    );
+    b.step(
+        C,
+        Message::ReadIndexResp {
+            ctx: 5,
+            result: Ok(9),
+        },
+    );
+    assert!(b.ready().is_empty(), "only the leader asked may answer");
+    b.step(
+        A,
+        Message::ReadIndexResp {
+            ctx: 5,
+            result: Ok(9),
+        },
+    );
+    assert_eq!(
+        b.ready(),
+        Ready {
+            reads: vec![(5, Ok(9))],
+            ..Ready::default()
+        }
+    );
+
+    let mut lone = engine(B, PersistentState::empty(cfg()));
+    lone.read_index(6);
+    assert_eq!(
+        lone.ready(),
+        Ready {
+            reads: vec![(6, Err(ReadError::NoLeader))],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn leader_change_fails_waiting_reads() {
+    let mut a = leader_a();
+    a.read_index(7);
+    a.ready();
+    let b5 = ballot(5, C);
+    // A higher-ballot leader's accept deposes A.
+    a.step(
+        C,
+        Message::Accept {
+            ballot: b5,
+            slot: 1,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    let r = a.ready();
+    assert_eq!(r.reads, vec![(7, Err(ReadError::LeaderChanged))]);
+    assert_eq!(a.status().leader, Some(C));
+    assert!(!a.status().is_leader);
+}
+
+#[test]
+fn stale_ballots_are_rejected_without_persisting() {
+    let b3 = ballot(3, C);
+    let mut b = engine(B, state(b3, &[]));
+    let old = ballot(2, A);
+    b.step(
+        A,
+        Message::Accept {
+            ballot: old,
+            slot: 1,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    b.step(
+        A,
+        Message::Prepare {
+            ballot: old,
+            from_slot: 1,
+        },
+    );
+    let reject = Message::Reject {
+        ballot: old,
+        promised: b3,
+    };
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_now: vec![(A, reject.clone()), (A, reject)],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn garbage_is_ignored() {
+    let mut b = follower_b(&[]);
+    // Ballots that are not the sender's own, slot 0, a promise nobody asked for.
+    b.step(
+        C,
+        Message::Accept {
+            ballot: ballot(9, A),
+            slot: 1,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    b.step(
+        C,
+        Message::Prepare {
+            ballot: ballot(9, A),
+            from_slot: 1,
+        },
+    );
+    b.step(
+        A,
+        Message::Accept {
+            ballot: ballot(1, A),
+            slot: 0,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    b.step(
+        C,
+        Message::Promise {
+            ballot: ballot(1, B),
+            from_slot: 1,
+            accepted: vec![],
+            decided: vec![],
+        },
+    );
+    b.step(
+        C,
+        Message::Accepted {
+            ballot: ballot(1, B),
+            slot: 1,
+        },
+    );
+    b.step(
+        C,
+        Message::CatchUp {
+            from: u64::MAX,
+            to: 0,
+        },
+    );
+    assert!(b.ready().is_empty());
+    assert_eq!(b.status().ballot, ballot(1, A));
+}
+
+#[test]
+fn a_follower_of_a_live_leader_ignores_other_candidates() {
+    let mut b = follower_b(&[]);
+    let b5 = ballot(5, C);
+    b.step(
+        C,
+        Message::Prepare {
+            ballot: b5,
+            from_slot: 1,
+        },
+    );
+    assert!(
+        b.ready().is_empty(),
+        "sticky: leader A was heard within the election timeout"
+    );
+    // Without a leader, the same prepare is promised.
+    let mut fresh = engine(B, PersistentState::empty(cfg()));
+    fresh.step(
+        C,
+        Message::Prepare {
+            ballot: b5,
+            from_slot: 1,
+        },
+    );
+    assert_eq!(fresh.ready().persist, vec![Record::Promise(b5)]);
+}
+
+#[test]
+fn proposals_at_a_follower_are_forwarded() {
+    let mut b = follower_b(&[]);
+    b.propose(cmd(1, b"f")).unwrap();
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_now: vec![(
+                A,
+                Message::Forward {
+                    cmds: vec![cmd(1, b"f")]
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+    let mut lone = engine(B, PersistentState::empty(cfg()));
+    assert_eq!(lone.propose(cmd(2, b"g")), Err(ProposeError::NoLeader));
+}
+
+#[test]
+fn a_candidate_too_far_behind_is_told_to_catch_up() {
+    let st = PersistentState {
+        applied: 300,
+        configs: vec![(301, cfg())],
+        ..PersistentState::empty(cfg())
+    };
+    let mut a = engine(A, st);
+    let b1 = ballot(1, C);
+    a.step(
+        C,
+        Message::Prepare {
+            ballot: b1,
+            from_slot: 1,
+        },
+    );
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![(
+                C,
+                Message::Behind {
+                    ballot: b1,
+                    decided: 300
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+}
+
+#[test]
+fn restart_keeps_promise_and_accepted_values() {
+    let b2 = ballot(2, C);
+    let v = batch(1, b"kept");
+    // Promised below what it accepted at: the accepted ballot still binds it.
+    let mut b = engine(B, state(ballot(1, A), &[(1, b2, v.clone())]));
+    assert_eq!(b.status().ballot, b2);
+    b.step(
+        A,
+        Message::Prepare {
+            ballot: ballot(3, A),
+            from_slot: 1,
+        },
+    );
+    let r = b.ready();
+    assert_eq!(
+        r.send_after_persist,
+        vec![(
+            A,
+            Message::Promise {
+                ballot: ballot(3, A),
+                from_slot: 1,
+                accepted: vec![(1, b2, v)],
+                decided: vec![]
+            }
+        )]
+    );
+}
