@@ -27,6 +27,11 @@ pub struct NetFaults {
     pub dup_p: f64,
     /// Delay in ticks, uniform in `[min, max]` (min >= 1, so a send never lands in the past).
     pub delay_ticks: (u64, u64),
+    /// Probability that a message is held much longer (a stale message from an old
+    /// connection or a long queue), up to `long_delay_ticks`.
+    pub long_delay_p: f64,
+    /// Upper bound of a long delay.
+    pub long_delay_ticks: u64,
 }
 
 impl NetFaults {
@@ -36,6 +41,8 @@ impl NetFaults {
             drop_p: 0.0,
             dup_p: 0.0,
             delay_ticks,
+            long_delay_p: 0.0,
+            long_delay_ticks: 0,
         }
     }
 }
@@ -81,7 +88,14 @@ impl Net {
             1
         };
         for _ in 0..copies {
-            let at = now + rng.gen_range(faults.delay_ticks.0..=faults.delay_ticks.1);
+            let long = faults.long_delay_p > 0.0 && rng.gen_bool(faults.long_delay_p);
+            let at = if long {
+                now + rng.gen_range(
+                    faults.delay_ticks.1..=faults.long_delay_ticks.max(faults.delay_ticks.1),
+                )
+            } else {
+                now + rng.gen_range(faults.delay_ticks.0..=faults.delay_ticks.1)
+            };
             let tie: u64 = rng.gen();
             self.seq += 1;
             self.queue.insert((at, tie, self.seq), env.clone());

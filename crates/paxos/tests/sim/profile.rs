@@ -122,6 +122,8 @@ impl Profile {
                 drop_p: pick(rng, &[0.0, 0.01, 0.05, 0.15]),
                 dup_p: pick(rng, &[0.0, 0.01, 0.05]),
                 delay_ticks: (1, max_delay),
+                long_delay_p: pick(rng, &[0.0, 0.0, 0.005, 0.03]),
+                long_delay_ticks: pick(rng, &[50, 300]),
             },
             crash_p: pick(rng, &[0.0, 0.003, 0.01, 0.03]),
             down_ticks: (5, pick(rng, &[30u64, 100, 300])),
@@ -161,12 +163,14 @@ impl Profile {
     /// A one-line description for failure reports.
     pub fn describe(&self) -> String {
         format!(
-            "{:?} drop={} dup={} delay={:?} crash={} down={:?} power={} pause={}/{:?} skew={} part={} part_len={:?} fsync={}/{} \
+            "{:?} drop={} dup={} delay={:?} long={}/{} crash={} down={:?} power={} pause={}/{:?} skew={} part={} part_len={:?} fsync={}/{} \
              clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} pending={} retain={} planted={:?}",
             self.shape,
             self.net.drop_p,
             self.net.dup_p,
-            self.net.delay_ticks,
+                        self.net.delay_ticks,
+            self.net.long_delay_p,
+            self.net.long_delay_ticks,
             self.crash_p,
             self.down_ticks,
             self.power_loss_p,

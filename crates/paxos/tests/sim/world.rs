@@ -966,6 +966,18 @@ impl World {
                 return;
             }
             if let ConfigOp::Remove(gone) = active.op {
+                // The removed node may hold the only record of which slots before the change
+                // were decided (as leader, say): it stops only once every remaining member has
+                // learned them, as an operator would wait before switching a machine off.
+                let target = slot + self.profile.alpha;
+                let behind = self.nodes.iter().any(|n| {
+                    n.id != gone
+                        && !matches!(n.life, Life::NotStarted | Life::Retired)
+                        && n.machine.applied < target
+                });
+                if behind {
+                    return;
+                }
                 if let Some(&j) = self.index.get(&gone) {
                     self.nodes[j].crash(u64::MAX);
                     self.nodes[j].life = Life::Retired;
