@@ -34,6 +34,7 @@ impl fmt::Display for Close {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Close::Eof => f.write_str("closed by client"),
+            Close::BadFrame(FrameError::Io(e)) => write!(f, "read failed: {e}"),
             Close::BadFrame(e) => write!(f, "bad input: {e}"),
             Close::WriteFailed => f.write_str("write to client failed"),
         }

@@ -1048,3 +1048,81 @@ async fn answers_already_due_are_flushed_when_the_client_half_closes() {
     assert_eq!((r.tag, r.rev), (Some(1), Some(1)));
     c.expect_closed().await;
 }
+
+// ---- Random requests ----
+
+/// Seeded random requests, pipelined: every one is answered exactly once, with its own
+/// tag, and the session stays up. `SESSION_FUZZ_N` sets the count, `SEED` the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_requests_each_get_one_answer() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let n: i32 = std::env::var("SESSION_FUZZ_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let node = FakeNode::new(50);
+    node.nops(5);
+    let mut c = connect(&node, SessionConfig::default());
+    let paths = [
+        "/", "/a", "/a/b", "/a/b/c", "", "a", "/a_b", "//", "/a/", "/ctl/err", "/é",
+    ];
+    let globs = ["/**", "/a/*", "/a/**", "/?", "/[", "/*/b", "**"];
+    let mut sent = 0;
+    for tag in 0..n {
+        let verb = match rng.gen_range(0..13) {
+            11 => Some(rng.gen_range(-3..120)),
+            12 => None,
+            i => Some(Verb::ALL[i as usize] as i32),
+        };
+        let mut q = Request {
+            tag: Some(tag),
+            verb,
+            ..Request::default()
+        };
+        let is_wait = verb == Some(Verb::Wait as i32);
+        let is_glob = is_wait || verb == Some(Verb::Walk as i32);
+        if rng.gen_bool(0.9) {
+            q.path = Some(if is_wait {
+                "/**".to_string() // matches the latest event, so it never waits
+            } else if is_glob {
+                globs[rng.gen_range(0..globs.len())].to_string()
+            } else {
+                paths[rng.gen_range(0..paths.len())].to_string()
+            });
+        }
+        if rng.gen_bool(0.7) {
+            // Never a future rev: those would wait (correctly) for ever.
+            let now = node.store().rev();
+            q.rev = Some(if is_wait {
+                now
+            } else {
+                rng.gen_range(-3..=now)
+            });
+        }
+        if rng.gen_bool(0.6) {
+            q.offset = Some(rng.gen_range(-2..5));
+        }
+        if rng.gen_bool(0.5) {
+            q.value = Some(Bytes::from(vec![b'x'; rng.gen_range(0..64)]));
+        }
+        c.send(q).await;
+        sent += 1;
+    }
+    let mut seen = vec![false; sent];
+    for _ in 0..sent {
+        let r = c.recv().await;
+        let t = r.tag.expect("every request had a tag") as usize;
+        assert!(!seen[t], "tag {t} answered twice (seed {seed})");
+        seen[t] = true;
+        if let Some(code) = r.error_code() {
+            assert_ne!(code, ErrCode::TagInUse, "tags were unique (seed {seed})");
+        }
+    }
+    let r = c.call(req(Verb::Rev, -1)).await;
+    assert_eq!(r.tag, Some(-1));
+}
