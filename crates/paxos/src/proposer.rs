@@ -412,8 +412,8 @@ impl Engine {
             self.queued_ids.remove(&cmd.id);
             let inflight =
                 matches!(&self.role, Role::Leader(l) if l.inflight_ids.contains(&cmd.id));
-            if self.recent_ids.contains(&cmd.id) || inflight || cmds.iter().any(|c| c.id == cmd.id)
-            {
+            // (The queue holds each id once: `enqueue` checks `queued_ids`.)
+            if self.recent_ids.contains(&cmd.id) || inflight {
                 continue;
             }
             bytes += size;
