@@ -54,7 +54,7 @@ async fn first_event<H: NodeHandle>(
                 Ok(ev) if ev.rev < from => {}
                 Ok(ev) if glob.matches(&ev.path) => return Ok(ev),
                 // Events arrive in rev order, so everything up to here has been checked.
-                Ok(ev) => from = ev.rev + 1,
+                Ok(ev) => from = ev.rev.saturating_add(1),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(
                         missed,
