@@ -260,6 +260,16 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // If the harness itself dies (even by SIGKILL), its nodes must not outlive it.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let log_path = node.log.clone();
         let mut log = tokio::fs::OpenOptions::new()
             .create(true)

@@ -53,8 +53,9 @@ impl Workload {
 
 /// Where the register workload keeps its keys.
 pub const REGISTER_DIR: &str = "/jepsen/r";
-/// Where the set workload adds its elements: `SET_DIR/c<client>/<element>`. One directory
-/// per client keeps listings short (GETDIR at offset k costs O(k) on the server).
+/// Where the set workload adds its elements: `SET_DIR/c<client>/b<seq / 100>/<element>`.
+/// Small directories keep the final listing fast (a GETDIR at offset k costs O(k) on the
+/// server, so listing a directory of n entries costs O(n²)).
 pub const SET_DIR: &str = "/jepsen/set";
 /// Where the watch workload writes.
 pub const WATCH_DIR: &str = "/jepsen/w";
@@ -167,7 +168,10 @@ pub async fn register_client(
         let k = rng.gen_range(0..keys);
         let key = format!("{REGISTER_DIR}/{k}");
         let roll = rng.gen_range(0..10);
-        if roll < 4 || (roll >= 7 && !seen.contains_key(&k)) {
+        let cas = roll >= 7;
+        // Half the CASes read first (they mostly succeed), the others use whatever this
+        // client last read of the key (they often fail: someone wrote since).
+        if roll < 4 || (cas && (!seen.contains_key(&k) || rng.gen_bool(0.5))) {
             let call = rec.now_ns();
             let r = client.get(&key, None).await;
             let ret = rec.now_ns();
@@ -182,18 +186,20 @@ pub async fn register_client(
             rec.push(Op {
                 client: id,
                 op: OpKind::Read,
-                key,
+                key: key.clone(),
                 value,
                 expect: None,
                 ok,
                 call,
                 ret: Some(ret),
             });
-            continue;
+            if !cas || !seen.contains_key(&k) {
+                continue;
+            }
         }
         seq += 1;
         let value = format!("{id}-{seq}");
-        let (kind, expect, rev) = if roll < 7 {
+        let (kind, expect, rev) = if !cas {
             (OpKind::Write, None, -1)
         } else {
             let (v, r) = seen.get(&k).cloned().expect("checked above");
@@ -281,13 +287,19 @@ pub async fn register_final_reads(
     failed
 }
 
-/// One set-workload client: until `until`, adds unique elements (create-only SETs).
+/// Pause between two adds of one set client: the point is adds under faults, not volume,
+/// and every element must be listed through every node at the end.
+const SET_ADD_PAUSE: Duration = Duration::from_millis(50);
+
+/// One set-workload client: until `until`, adds unique elements (create-only SETs), at
+/// most one per [`SET_ADD_PAUSE`].
 pub async fn set_client(id: u64, client: Client, rec: Arc<Recorder>, until: Instant) {
     let mut seq = 0u64;
     while Instant::now() < until {
+        tokio::time::sleep(SET_ADD_PAUSE).await;
         seq += 1;
         let el = format!("e{id}-{seq}");
-        let key = format!("{SET_DIR}/c{id}/{el}");
+        let key = format!("{SET_DIR}/c{id}/b{}/{el}", seq / 100);
         let call = rec.now_ns();
         let r = client.set(&key, 0, el.clone()).await;
         let ret = rec.now_ns();
@@ -325,7 +337,10 @@ pub async fn set_final_reads(
             };
             let mut names = Vec::new();
             for d in dirs {
-                names.extend(c.getdir_all(&format!("{SET_DIR}/{d}"), Some(rev)).await?);
+                let dir = format!("{SET_DIR}/{d}");
+                for b in c.getdir_all(&dir, Some(rev)).await? {
+                    names.extend(c.getdir_all(&format!("{dir}/{b}"), Some(rev)).await?);
+                }
             }
             Ok(names)
         })
