@@ -1,2 +1,178 @@
-//! Store benchmark (filled in below).
-fn main() {}
+//! Store throughput: group commits of 100-byte sets (applied sets/s and fsyncs/s for batches of
+//! 1, 16 and 256 commands per commit), then point reads on a store of many files.
+//!
+//! `cargo bench -p doozer-store --bench store`. Environment: `BENCH_FILES` (default 1000000)
+//! sets the size of the read store, `BENCH_SECS` (default 3) the time per write measurement.
+//! Each write line also gives the CPU time per set and the bytes written per commit, which
+//! mean more than wall time on a shared machine.
+
+use std::time::Instant;
+
+use doozer_paxos::{Command, CommandId, NodeId, Value};
+use doozer_store::codec::encode_op;
+use doozer_store::{Batch, Op, Store, StoreOptions};
+use rand::{Rng, SeedableRng};
+
+fn env<T: std::str::FromStr>(k: &str, default: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn slot_of(first_seq: u64, n: usize, path: impl Fn(u64) -> String) -> Value {
+    let value = bytes::Bytes::from(vec![b'v'; 100]);
+    Value::Batch(
+        (0..n as u64)
+            .map(|i| {
+                let seq = first_seq + i;
+                let op = Op::Set {
+                    path: path(seq),
+                    rev: -1,
+                    value: value.clone(),
+                };
+                Command {
+                    id: CommandId {
+                        node: NodeId(1),
+                        seq,
+                    },
+                    data: encode_op(&op),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn writes(batch: usize, secs: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        retain_slots: env("X_RETAIN", 10_000),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&dir.path().join("bench.redb"), opts).unwrap();
+    let spread: u64 = env("X_SPREAD", 64);
+    // Prepare the values outside the timed loop: encoding is the proposer's work.
+    let slots: Vec<Value> = (0..64)
+        .map(|s| {
+            slot_of(s * batch as u64, batch, |seq| {
+                format!("/bench/{}/{}", seq % spread, seq)
+            })
+        })
+        .collect();
+    let (mut commits, mut sets, mut seq) = (0u64, 0u64, 1_000_000u64);
+    let cpu0 = thread_cpu();
+    let io0 = written_bytes();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let mut value = slots[(commits % 64) as usize].clone();
+        if let Value::Batch(cmds) = &mut value {
+            for c in cmds.iter_mut() {
+                seq += 1;
+                c.id.seq = seq; // fresh ids: no duplicate short-cuts
+            }
+        }
+        let slot = store.applied_slot() + 1;
+        store
+            .commit(Batch {
+                records: vec![],
+                decided: vec![(slot, value)],
+            })
+            .unwrap();
+        commits += 1;
+        sets += batch as u64;
+    }
+    let t = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu() - cpu0;
+    let io = written_bytes() - io0;
+    println!(
+        "write batch {batch:>3}, {spread:>2} dirs: {:>9.0} sets/s  {:>7.0} fsyncs/s  ({sets} sets in {commits} commits, {t:.1} s; {:.1} us CPU/set, {:.0} KiB written/commit)",
+        sets as f64 / t,
+        commits as f64 / t,
+        cpu * 1e6 / sets as f64,
+        io as f64 / 1024.0 / commits as f64
+    );
+}
+
+fn reads(files: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("bench.redb"), StoreOptions::default()).unwrap();
+    let path = |i: u64| format!("/r/{}/{}", i % 1000, i);
+    let start = Instant::now();
+    let per = 20_000;
+    let mut i = 0;
+    while i < files {
+        let n = per.min(files - i) as usize;
+        let slot = store.applied_slot() + 1;
+        store
+            .commit(Batch {
+                records: vec![],
+                decided: vec![(slot, slot_of(i, n, path))],
+            })
+            .unwrap();
+        i += n as u64;
+    }
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "built {files} files in {t:.1} s ({:.0} sets/s in commits of {per})",
+        files as f64 / t
+    );
+
+    for threads in [1, 2] {
+        let total = 2_000_000u64;
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for th in 0..threads {
+                let store = store.clone();
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(th);
+                    let keys: Vec<String> =
+                        (0..10_000).map(|_| path(rng.gen_range(0..files))).collect();
+                    for k in 0..total / threads {
+                        let (v, rev) = store.get(&keys[(k % 10_000) as usize], None).unwrap();
+                        assert!(rev > 0 && v.len() == 100);
+                    }
+                });
+            }
+        });
+        let t = start.elapsed().as_secs_f64();
+        println!(
+            "point reads, {threads} thread(s): {:>9.0} reads/s",
+            total as f64 / t
+        );
+    }
+}
+
+/// CPU seconds used by this thread (the machine may be shared: wall time alone misleads).
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Bytes this process has written to storage so far (`/proc/self/io`), 0 if unknown.
+fn written_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    // `cargo test --benches` runs this with `--bench` absent: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs = if quick { 0.2 } else { env("BENCH_SECS", 3.0) };
+    for batch in [1, 16, 256] {
+        writes(batch, 64, secs);
+    }
+    writes(256, 1, secs);
+    reads(if quick {
+        10_000
+    } else {
+        env("BENCH_FILES", 1_000_000)
+    });
+}

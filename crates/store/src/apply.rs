@@ -1,10 +1,10 @@
 //! Applying decided commands to the tree inside one write transaction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
-use doozer_paxos::{Command, Config, NodeId};
+use doozer_paxos::{Command, CommandId, Config, NodeId};
 use doozer_proto::{path, ErrCode};
 use redb::{ReadableTable, Table};
 
@@ -12,23 +12,65 @@ use crate::codec;
 use crate::error::Result;
 use crate::keys::{self, child_prefix, path_key, prefix_end};
 use crate::op::{ApplyResult, Event, Op, FLAG_DEL, FLAG_NOP, FLAG_SET};
-use crate::tables::{self, Bin, FileRec};
+use crate::tables::{Bin, FileRec, RevEntry, HAS_UNDO};
 use crate::view::View;
 
 /// Where failed commands leave their error text.
 pub const ERR_PATH: &str = "/ctl/err";
 
+/// How many revisions a command id is remembered for duplicate detection. A constant, not an
+/// option: every replica must make the same decision about a duplicate.
+pub const DEDUP_WINDOW_REVS: i64 = 100_000;
+
+/// Recently applied command ids and their results, for answering duplicates.
+#[derive(Debug, Default)]
+pub(crate) struct Dedup {
+    pub map: HashMap<CommandId, (i64, Option<ErrCode>)>,
+}
+
+impl Dedup {
+    /// The remembered result of `id` if it was applied within the window before `rev`.
+    pub fn lookup(&self, id: &CommandId, rev: i64) -> Option<(i64, Option<ErrCode>)> {
+        self.map
+            .get(id)
+            .copied()
+            .filter(|(r, _)| *r > rev - DEDUP_WINDOW_REVS)
+    }
+
+    /// Forgets ids outside the window once the map has grown well past it.
+    pub fn prune(&mut self, rev: i64) {
+        if self.map.len() > 2 * DEDUP_WINDOW_REVS as usize {
+            self.map.retain(|_, (r, _)| *r > rev - DEDUP_WINDOW_REVS);
+        }
+    }
+}
+
 /// The write-side tables of one transaction.
 pub(crate) struct Tree<'txn> {
     pub files: Table<'txn, Bin, Bin>,
     pub undo: Table<'txn, Bin, Bin>,
-    pub events: Table<'txn, u64, Bin>,
-    pub cmds: Table<'txn, Bin, Bin>,
-    pub cmd_revs: Table<'txn, u64, Bin>,
+    pub revs: Table<'txn, u64, Bin>,
+    /// Keys of paths known to be directories in this transaction: a file created below one
+    /// needs no look-up of its ancestors. Cleared by any delete (which can remove a directory).
+    pub dirs: std::collections::HashSet<Vec<u8>>,
 }
 
 /// Why a command failed: the code for the client, the text for `/ctl/err`.
 type Failure = (ErrCode, &'static str);
+
+/// The outcome of one command.
+pub(crate) struct Applied {
+    pub result: ApplyResult,
+    /// `None` for a duplicate, which takes no revision.
+    pub event: Option<Event>,
+    pub membership: bool,
+}
+
+/// Doozer's compare-and-set rule: -1 always; otherwise at least the current rev, so 0 means
+/// "only if missing"; other negative revs never.
+fn allowed(cas: i64, cur: i64) -> bool {
+    cas == doozer_proto::msg::REV_CLOBBER || (cas >= 0 && cas >= cur)
+}
 
 impl Tree<'_> {
     fn current(&self) -> View<'_, Table<'_, Bin, Bin>, Table<'_, Bin, Bin>> {
@@ -39,9 +81,9 @@ impl Tree<'_> {
         }
     }
 
-    /// Checks that `path` (which has no file of its own) could hold a file: it is not a
+    /// Checks that `path`, which has no file of its own, could hold one: it is not a
     /// directory and no ancestor is a file.
-    fn check_place(&self, path: &str) -> Result<Option<Failure>> {
+    fn check_place(&self, path: &str, key: &[u8]) -> Result<Option<Failure>> {
         if path == "/" {
             return Ok(Some((ErrCode::IsDir, "is a directory")));
         }
@@ -53,62 +95,107 @@ impl Tree<'_> {
         {
             return Ok(Some((ErrCode::IsDir, "is a directory")));
         }
-        let key = path_key(path);
-        for (i, &b) in key.iter().enumerate().skip(1) {
-            if b == 0x01 && self.files.get(&key[..i])?.is_some() {
-                return Ok(Some((ErrCode::NotDir, "not a directory")));
+        // Ancestors that are directories cannot be files; the parent being one settles all.
+        let parent_len = key.iter().rposition(|&b| b == 0x01).unwrap_or(0);
+        if parent_len > 0 && !self.dirs.contains(&key[..parent_len]) {
+            for (i, &b) in key.iter().enumerate().skip(1) {
+                if b == 0x01 && self.files.get(&key[..i])?.is_some() {
+                    return Ok(Some((ErrCode::NotDir, "not a directory")));
+                }
             }
         }
         Ok(None)
     }
 
-    /// Sets or deletes `path` at `rev` if the compare-and-set revision `cas` allows it.
+    /// Sets (`value` some) or deletes `path` at `rev` if `cas` allows it. On success, says
+    /// whether an undo record was written.
+    ///
+    /// Optimistic: the row is written first and put back on the rare failure, so changing an
+    /// existing file costs one B-tree operation plus its undo record.
     fn mutate(
         &mut self,
         path: &str,
+        key: &[u8],
         cas: i64,
         value: Option<&[u8]>,
         rev: i64,
-    ) -> Result<Option<Failure>> {
-        let key = path_key(path);
-        let old: Option<Vec<u8>> = self.files.get(key.as_slice())?.map(|g| g.value().to_vec());
-        let cur_rev = match &old {
-            Some(raw) => FileRec::decode(raw)?.rev,
+    ) -> Result<std::result::Result<bool, Failure>> {
+        const MISMATCH: Failure = (ErrCode::RevMismatch, "rev mismatch");
+        let old: Option<Vec<u8>> = match value {
+            Some(v) => {
+                let row = FileRec::encode(rev, v);
+                let old = self.files.insert(key, row.as_slice())?;
+                old.map(|g| g.value().to_vec())
+            }
             None => {
-                if let Some(fail) = self.check_place(path)? {
-                    return Ok(Some(fail));
-                }
-                doozer_proto::msg::REV_MISSING
+                let old = self.files.remove(key)?;
+                old.map(|g| g.value().to_vec())
             }
         };
-        // Doozer's rule: -1 always, otherwise at least the current rev (0 = only if missing).
-        let allowed = cas == doozer_proto::msg::REV_CLOBBER || (cas >= 0 && cas >= cur_rev);
-        if !allowed {
-            return Ok(Some((ErrCode::RevMismatch, "rev mismatch")));
+        if value.is_none() {
+            self.dirs.clear();
         }
-        match value {
-            Some(v) => {
-                self.files
-                    .insert(key.as_slice(), FileRec::encode(rev, v).as_slice())?;
+        match old {
+            Some(raw) => {
+                let cur = FileRec::decode(&raw)?.rev;
+                if !allowed(cas, cur) {
+                    self.files.insert(key, raw.as_slice())?;
+                    return Ok(Err(MISMATCH));
+                }
+                let uk = keys::undo_key(key, rev as u64);
+                self.undo.insert(uk.as_slice(), raw.as_slice())?;
+                Ok(Ok(true))
             }
-            None if old.is_some() => {
-                self.files.remove(key.as_slice())?;
+            None => {
+                let fail = match self.check_place(path, key)? {
+                    Some(f) => Some(f),
+                    None if !allowed(cas, doozer_proto::msg::REV_MISSING) => Some(MISMATCH),
+                    None => None,
+                };
+                match fail {
+                    Some(f) => {
+                        if value.is_some() {
+                            self.files.remove(key)?;
+                        }
+                        Ok(Err(f))
+                    }
+                    // A created file needs no undo record; a delete of a missing file
+                    // changes nothing.
+                    None => {
+                        if value.is_some() {
+                            self.note_parents(key);
+                        }
+                        Ok(Ok(false))
+                    }
+                }
             }
-            // Deleting a missing file changes nothing: no undo record needed.
-            None => return Ok(None),
         }
-        let uk = keys::undo_key(&key, rev as u64);
-        self.undo
-            .insert(uk.as_slice(), old.as_deref().unwrap_or(&[]))?;
-        Ok(None)
     }
 
-    /// Applies one command at revision `rev` (or answers a duplicate). Returns the result,
-    /// the event if the command took `rev`, and whether membership files may have changed.
-    pub fn apply(&mut self, cmd: &Command, rev: i64) -> Result<Applied> {
-        let id_key = tables::cmd_key(&cmd.id);
-        if let Some(prev) = self.cmds.get(id_key.as_slice())? {
-            let (rev, code) = tables::read_cmd_row(prev.value())?;
+    /// Remembers the ancestors of a file that now exists as directories.
+    fn note_parents(&mut self, key: &[u8]) {
+        if let Some(parent_len) = key.iter().rposition(|&b| b == 0x01).filter(|&n| n > 0) {
+            if !self.dirs.contains(&key[..parent_len]) {
+                self.dirs.insert(key[..parent_len].to_vec());
+            }
+        }
+    }
+
+    /// Applies one command at revision `rev`, or answers a duplicate (which takes no
+    /// revision). The revision's entry is appended to `row`; a new id goes to `fresh`.
+    pub fn apply(
+        &mut self,
+        cmd: &Command,
+        rev: i64,
+        dedup: &Dedup,
+        fresh: &mut HashMap<CommandId, (i64, Option<ErrCode>)>,
+        row: &mut Vec<u8>,
+    ) -> Result<Applied> {
+        let prev = fresh
+            .get(&cmd.id)
+            .copied()
+            .or_else(|| dedup.lookup(&cmd.id, rev - 1));
+        if let Some((rev, code)) = prev {
             let result = match code {
                 None => ApplyResult::Ok { rev },
                 Some(code) => ApplyResult::Err { rev, code },
@@ -119,81 +206,56 @@ impl Tree<'_> {
                 membership: false,
             });
         }
-        let (fail, mut event) = match codec::decode_op(&cmd.data) {
+        let mut undo = false;
+        let (fail, event) = match codec::decode_op(&cmd.data) {
             Err(_) => (Some((ErrCode::Other, "bad mutation")), None),
-            Ok(Op::Nop) => (None, Some(nop_event(rev))),
+            Ok(Op::Nop) => (None, None),
             Ok(Op::Set {
                 path,
                 rev: cas,
                 value,
-            }) => {
-                if path::validate(&path).is_err() {
-                    (Some((ErrCode::BadPath, "bad path")), None)
-                } else {
-                    let fail = self.mutate(&path, cas, Some(&value), rev)?;
-                    (
-                        fail,
-                        Some(Event {
-                            rev,
-                            path,
-                            value,
-                            flags: FLAG_SET,
-                        }),
-                    )
-                }
-            }
-            Ok(Op::Del { path, rev: cas }) => {
-                if path::validate(&path).is_err() {
-                    (Some((ErrCode::BadPath, "bad path")), None)
-                } else {
-                    let fail = self.mutate(&path, cas, None, rev)?;
-                    (
-                        fail,
-                        Some(Event {
-                            rev,
-                            path,
-                            value: Bytes::new(),
-                            flags: FLAG_DEL,
-                        }),
-                    )
-                }
-            }
+            }) => self.change(path, cas, Some(value), rev, &mut undo)?,
+            Ok(Op::Del { path, rev: cas }) => self.change(path, cas, None, rev, &mut undo)?,
         };
-        let result = match fail {
-            None => ApplyResult::Ok { rev },
+        let (result, event) = match fail {
+            None => (
+                ApplyResult::Ok { rev },
+                event.unwrap_or_else(|| nop_event(rev)),
+            ),
             Some((code, text)) => {
                 // The original records the failure as a clobbering set of /ctl/err. If even
                 // that cannot be written (someone made /ctl a file), the revision is a nop.
-                let err = self.mutate(
-                    ERR_PATH,
-                    doozer_proto::msg::REV_CLOBBER,
-                    Some(text.as_bytes()),
-                    rev,
-                )?;
-                event = Some(match err {
-                    None => Event {
-                        rev,
-                        path: ERR_PATH.into(),
-                        value: Bytes::from_static(text.as_bytes()),
-                        flags: FLAG_SET,
-                    },
-                    Some(_) => nop_event(rev),
-                });
-                ApplyResult::Err { rev, code }
+                let key = path_key(ERR_PATH);
+                let text = Bytes::from_static(text.as_bytes());
+                let event = match self.mutate(ERR_PATH, &key, -1, Some(&text), rev)? {
+                    Ok(u) => {
+                        undo = u;
+                        Event {
+                            rev,
+                            path: ERR_PATH.into(),
+                            value: text,
+                            flags: FLAG_SET,
+                        }
+                    }
+                    Err(_) => nop_event(rev),
+                };
+                (ApplyResult::Err { rev, code }, event)
             }
         };
-        let event = event.expect("every applied command makes an event");
-        self.events.insert(
-            rev as u64,
-            tables::event_row(event.flags, &path_key(&event.path)).as_slice(),
-        )?;
         let code = match result {
             ApplyResult::Ok { .. } => None,
             ApplyResult::Err { code, .. } => Some(code),
         };
-        self.cmds
-            .insert(id_key.as_slice(), tables::cmd_row(rev, code).as_slice())?;
-        self.cmd_revs.insert(rev as u64, id_key.as_slice())?;
+        let pkey = path_key(&event.path);
+        let flags = event.flags as u8 | if undo { HAS_UNDO } else { 0 };
+        RevEntry {
+            id: cmd.id,
+            code,
+            flags,
+            pkey: &pkey,
+        }
+        .encode_into(row);
+        fresh.insert(cmd.id, (rev, code));
         let membership = is_membership_path(&event.path);
         Ok(Applied {
             result,
@@ -202,47 +264,89 @@ impl Tree<'_> {
         })
     }
 
-    /// Drops history at revisions `(from, to]`: their events and undo records.
-    pub fn trim_history(&mut self, from: i64, to: i64) -> Result<()> {
-        for r in (from.max(0) + 1)..=to {
-            let Some(row) = self.events.remove(r as u64)? else {
-                continue;
-            };
-            let (flags, pkey) = tables::read_event_row(row.value())?;
-            if flags != FLAG_NOP {
-                let uk = keys::undo_key(pkey, r as u64);
-                drop(row);
-                self.undo.remove(uk.as_slice())?;
+    /// A SET (`value` some) or DEL of `path`: the failure, or the event.
+    fn change(
+        &mut self,
+        path: String,
+        cas: i64,
+        value: Option<Bytes>,
+        rev: i64,
+        undo: &mut bool,
+    ) -> Result<(Option<Failure>, Option<Event>)> {
+        if path::validate(&path).is_err() {
+            return Ok((Some((ErrCode::BadPath, "bad path")), None));
+        }
+        match self.mutate(&path, &path_key(&path), cas, value.as_deref(), rev)? {
+            Ok(u) => {
+                *undo = u;
+                let flags = if value.is_some() { FLAG_SET } else { FLAG_DEL };
+                let value = value.unwrap_or_default();
+                Ok((
+                    None,
+                    Some(Event {
+                        rev,
+                        path,
+                        value,
+                        flags,
+                    }),
+                ))
+            }
+            Err(f) => Ok((Some(f), None)),
+        }
+    }
+
+    /// Drops the undo records of revisions `(from, to]`, and the `revs` rows that neither
+    /// history (floor `to`) nor the duplicate window (`keep_ids_above`) needs any more.
+    pub fn trim(&mut self, from: i64, to: i64, keep_ids_above: i64) -> Result<()> {
+        if to > from {
+            let start = self
+                .revs
+                .range(..=(from.max(0) as u64 + 1))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, _)| k.value());
+            let mut undo_keys = Vec::new();
+            for item in self.revs.range(start..=(to as u64))? {
+                let (k, row) = item?;
+                for (i, e) in RevEntry::decode_row(row.value())?.iter().enumerate() {
+                    let rev = k.value() + i as u64;
+                    if rev as i64 > from && rev as i64 <= to && e.flags & HAS_UNDO != 0 {
+                        undo_keys.push(keys::undo_key(e.pkey, rev));
+                    }
+                }
+            }
+            for k in undo_keys {
+                self.undo.remove(k.as_slice())?;
             }
         }
-        Ok(())
-    }
-
-    /// Forgets the command ids applied at revisions `<= to`.
-    pub fn trim_commands(&mut self, to: i64) -> Result<()> {
-        if to < 1 {
+        let cut = to.min(keep_ids_above);
+        if cut < 1 {
             return Ok(());
         }
-        let ids: Vec<Vec<u8>> = self
-            .cmd_revs
-            .extract_from_if(..=(to as u64), |_, _| true)?
-            .map(|item| item.map(|(_, id)| id.value().to_vec()))
-            .collect::<std::result::Result<_, _>>()?;
-        for id in ids {
-            self.cmds.remove(id.as_slice())?;
+        let mut dead = Vec::new();
+        for item in self.revs.range(..=(cut as u64))? {
+            let (k, row) = item?;
+            let n = RevEntry::decode_row(row.value())?.len() as u64;
+            if k.value() + n - 1 > cut as u64 {
+                break;
+            }
+            dead.push(k.value());
+        }
+        for k in dead {
+            self.revs.remove(k)?;
         }
         Ok(())
     }
 
-    /// The membership the tree describes: voters are the ids in non-empty `/ctl/cal/*`,
-    /// learners the other ids under `/ctl/node/`. With no voter left, `prev`'s voters stay
-    /// (the last voter is never removed, as in Doozer).
+    /// The membership the tree describes (see [`derive_config`]).
     pub fn derive_config(&self, prev: &Config) -> Result<Config> {
         derive_config(&self.current(), prev)
     }
 }
 
-/// Derives the membership from a view of the tree (see [`Tree::derive_config`]).
+/// The membership a tree describes: voters are the ids in non-empty `/ctl/cal/*`, learners
+/// the other ids under `/ctl/node/`. With no voter left, `prev`'s voters stay (the last voter
+/// is never removed, as in Doozer).
 pub(crate) fn derive_config<F, U>(view: &View<'_, F, U>, prev: &Config) -> Result<Config>
 where
     F: ReadableTable<Bin, Bin>,
@@ -253,11 +357,17 @@ where
     view.scan(&cal, prefix_end(&cal).as_deref(), |k, _, value| {
         let direct = !k[cal.len()..].contains(&0x01);
         if direct && !value.is_empty() {
-            match std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<NodeId>().ok()) {
+            let id = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.trim().parse::<NodeId>().ok());
+            match id {
                 Some(id) => {
                     voters.insert(id);
                 }
-                None => tracing::warn!(path = %keys::key_path(k), "ignoring a calendar slot that holds no node id"),
+                None => tracing::warn!(
+                    path = %keys::key_path(k),
+                    "ignoring a calendar slot that holds no node id"
+                ),
             }
         }
         ControlFlow::Continue(())
@@ -290,12 +400,4 @@ fn nop_event(rev: i64) -> Event {
 
 fn is_membership_path(p: &str) -> bool {
     p == "/ctl" || p.starts_with("/ctl/cal") || p.starts_with("/ctl/node")
-}
-
-/// The outcome of one command.
-pub(crate) struct Applied {
-    pub result: ApplyResult,
-    /// `None` for a duplicate, which takes no revision.
-    pub event: Option<Event>,
-    pub membership: bool,
 }

@@ -55,9 +55,9 @@ mod store;
 mod tables;
 mod view;
 
-pub use apply::ERR_PATH;
+pub use apply::{DEDUP_WINDOW_REVS, ERR_PATH};
 pub use error::{Result, StoreError};
 pub use op::{
     ApplyResult, Batch, Commit, Event, Op, SnapshotMeta, StoreOptions, FLAG_DEL, FLAG_NOP, FLAG_SET,
 };
-pub use store::{Store, DEDUP_WINDOW_REVS};
+pub use store::Store;

@@ -108,7 +108,7 @@ pub struct StoreOptions {
     pub hist_revs: u64,
     /// Decided slots kept below the applied one, to serve lagging peers.
     pub retain_slots: u64,
-    /// redb page cache size in bytes.
+    /// Upper bound of redb's page cache in bytes (filled only as pages are read).
     pub cache_bytes: usize,
 }
 
@@ -117,7 +117,7 @@ impl Default for StoreOptions {
         StoreOptions {
             hist_revs: 100_000,
             retain_slots: 10_000,
-            cache_bytes: 256 << 20,
+            cache_bytes: 1 << 30,
         }
     }
 }

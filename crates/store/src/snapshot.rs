@@ -6,21 +6,23 @@
 //! CRC-32 of every byte before the `End` frame. History is not included: a store installed
 //! from a snapshot answers reads and waits from the snapshot's revision on.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 use doozer_paxos::{CommandId, Config, Slot};
-use doozer_proto::path;
+use doozer_proto::{path, ErrCode};
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tracing::info_span;
 
+use crate::apply::DEDUP_WINDOW_REVS;
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys::{key_path, path_key};
 use crate::op::SnapshotMeta;
-use crate::store::{Store, Writer};
-use crate::tables::{self, FileRec};
+use crate::store::{DedupUpdate, Store, Writer};
+use crate::tables::{self, FileRec, RevEntry};
 
 const MAGIC: &[u8; 8] = b"DZSNAP01";
 
@@ -157,15 +159,21 @@ impl Store {
             })?;
             files += 1;
         }
-        for item in txn.open_table(tables::CMDS)?.iter()? {
-            let (k, v) = item?;
-            let (rev, code) = tables::read_cmd_row(v.value())?;
-            let id = tables::cmd_from_key(k.value())?;
-            w.item(&Item::Cmd {
-                id,
-                rev,
-                code: code.map(|c| c as i32).unwrap_or(0),
-            })?;
+        // The command ids a replica at this revision still answers duplicates for.
+        let window = rev - DEDUP_WINDOW_REVS;
+        for item in txn.open_table(tables::REVS)?.iter()? {
+            let (k, row) = item?;
+            for (i, e) in RevEntry::decode_row(row.value())?.into_iter().enumerate() {
+                let r = (k.value() + i as u64) as i64;
+                if r > window && r <= rev {
+                    let code = e.code.map(|c| c as i32).unwrap_or(0);
+                    w.item(&Item::Cmd {
+                        id: e.id,
+                        rev: r,
+                        code,
+                    })?;
+                }
+            }
         }
         for item in txn.open_table(tables::CONFIGS)?.iter()? {
             let (k, v) = item?;
@@ -218,14 +226,14 @@ impl Store {
             _ => return Err(StoreError::BadSnapshot("no header".into())),
         };
         let _span = info_span!("install_snapshot", rev, applied).entered();
-        self.write(|txn, st| {
+        self.write(|txn, st, _| {
             if applied < st.applied {
                 return Err(StoreError::StaleSnapshot {
                     snapshot: applied,
                     applied: st.applied,
                 });
             }
-            let files = fill(txn, &mut r)?;
+            let (files, ids) = fill(txn, &mut r)?;
             txn.open_table(tables::ACCEPTED)?
                 .retain_in(..=applied, |_, _| false)?;
             let mut state = txn.open_table(tables::STATE)?;
@@ -240,35 +248,35 @@ impl Store {
                 config: config.clone(),
                 ..st.clone()
             };
-            Ok(SnapshotMeta {
-                rev,
-                slot: applied,
-                files,
-            })
+            Ok((
+                SnapshotMeta {
+                    rev,
+                    slot: applied,
+                    files,
+                },
+                DedupUpdate::Replace(ids),
+            ))
         })
     }
 }
 
-/// Empties the applied-state tables and fills them from the items after the header.
-fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<u64> {
-    for t in [tables::FILES, tables::UNDO, tables::CMDS] {
+type Ids = HashMap<CommandId, (i64, Option<ErrCode>)>;
+
+/// Empties the applied-state tables and fills them from the items after the header. Returns
+/// the number of files and the remembered command ids.
+fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<(u64, Ids)> {
+    for t in [tables::FILES, tables::UNDO] {
         txn.delete_table(t)?;
     }
-    for t in [
-        tables::EVENTS,
-        tables::CMD_REVS,
-        tables::CONFIGS,
-        tables::DECIDED,
-    ] {
+    for t in [tables::REVS, tables::CONFIGS, tables::DECIDED] {
         txn.delete_table(t)?;
     }
     let mut files_t = txn.open_table(tables::FILES)?;
-    let mut cmds = txn.open_table(tables::CMDS)?;
-    let mut cmd_revs = txn.open_table(tables::CMD_REVS)?;
+    let mut revs = txn.open_table(tables::REVS)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;
     txn.open_table(tables::UNDO)?;
-    txn.open_table(tables::EVENTS)?;
     txn.open_table(tables::DECIDED)?;
+    let mut ids = Ids::new();
     let mut files = 0;
     loop {
         let (item, crc_before) = r.item()?;
@@ -292,13 +300,29 @@ fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<u64> 
                 let code = match code {
                     0 => None,
                     c => Some(
-                        doozer_proto::ErrCode::try_from(c)
+                        ErrCode::try_from(c)
                             .map_err(|_| StoreError::BadSnapshot(format!("error code {c}")))?,
                     ),
                 };
-                let k = tables::cmd_key(&id);
-                cmds.insert(k.as_slice(), tables::cmd_row(rev, code).as_slice())?;
-                cmd_revs.insert(rev as u64, k.as_slice())?;
+                if rev < 1 || ids.insert(id, (rev, code)).is_some() {
+                    return Err(StoreError::BadSnapshot(format!(
+                        "command {id:?} twice or at rev {rev}"
+                    )));
+                }
+                // A row of its own, as a nop: below the history floor, only the id matters.
+                let mut row = Vec::new();
+                RevEntry {
+                    id,
+                    code,
+                    flags: 0,
+                    pkey: b"\x01",
+                }
+                .encode_into(&mut row);
+                if revs.insert(rev as u64, row.as_slice())?.is_some() {
+                    return Err(StoreError::BadSnapshot(format!(
+                        "two commands at rev {rev}"
+                    )));
+                }
             }
             Item::ConfigAt { slot, config } => {
                 configs.insert(slot, codec::try_encode(&config)?.as_slice())?;
@@ -309,7 +333,7 @@ fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<u64> 
                         "checksum or item count mismatch".into(),
                     ));
                 }
-                return Ok(files);
+                return Ok((files, ids));
             }
             Item::Header { .. } => return Err(StoreError::BadSnapshot("second header".into())),
         }

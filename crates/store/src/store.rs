@@ -1,26 +1,23 @@
 //! [`Store`]: opening the file, group commits, reads, acceptor state.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use doozer_paxos::{Ballot, Config, PersistentState, Record, Slot, Value};
-use doozer_proto::Glob;
+use doozer_paxos::{Ballot, CommandId, Config, PersistentState, Record, Slot, Value};
+use doozer_proto::{ErrCode, Glob};
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, WriteTransaction};
 use tracing::{debug_span, warn};
 
-use crate::apply::Tree;
+use crate::apply::{Dedup, Tree, DEDUP_WINDOW_REVS};
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys::key_path;
 use crate::op::{Batch, Commit, Event, StoreOptions, FLAG_SET};
-use crate::tables::{self, Bin};
+use crate::tables::{self, Bin, RevEntry};
 use crate::view::View;
-
-/// How many revisions a command id is remembered for duplicate detection. A constant, not an
-/// option: every replica must make the same decision about a duplicate.
-pub const DEDUP_WINDOW_REVS: i64 = 100_000;
 
 /// Membership changes kept below the applied slot (they must cover `alpha` slots back).
 const CONFIG_KEEP_SLOTS: u64 = 100_000;
@@ -38,12 +35,29 @@ pub(crate) struct Inner {
     pub db: Database,
     pub opts: StoreOptions,
     /// Held for the whole of a write transaction.
-    pub writer: Mutex<Writer>,
+    pub writer: Mutex<WriterSlot>,
     /// The state of the last commit, for readers.
     pub snap: RwLock<Arc<Snap>>,
     pub config: RwLock<Config>,
     pub rev: AtomicI64,
     pub applied: AtomicU64,
+}
+
+/// What the writer lock guards: the counters (copied for each transaction) and the
+/// duplicate table (updated in place after a successful commit).
+pub(crate) struct WriterSlot {
+    pub w: Writer,
+    pub dedup: Dedup,
+}
+
+/// How a write changes the duplicate table once it has committed.
+pub(crate) enum DedupUpdate {
+    /// Nothing.
+    Keep,
+    /// Commands applied by this write.
+    Add(HashMap<CommandId, (i64, Option<ErrCode>)>),
+    /// Everything replaced (a snapshot was installed).
+    Replace(HashMap<CommandId, (i64, Option<ErrCode>)>),
 }
 
 /// The counters a writer works from (mirrors the `state` table).
@@ -61,7 +75,7 @@ pub(crate) struct Writer {
 pub(crate) struct Snap {
     pub files: ReadOnlyTable<Bin, Bin>,
     pub undo: ReadOnlyTable<Bin, Bin>,
-    pub events: ReadOnlyTable<u64, Bin>,
+    pub revs: ReadOnlyTable<u64, Bin>,
     pub rev: i64,
     pub floor: i64,
 }
@@ -133,9 +147,7 @@ fn poisons(e: &StoreError) -> bool {
 fn init_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(tables::FILES)?;
     txn.open_table(tables::UNDO)?;
-    txn.open_table(tables::EVENTS)?;
-    txn.open_table(tables::CMDS)?;
-    txn.open_table(tables::CMD_REVS)?;
+    txn.open_table(tables::REVS)?;
     txn.open_table(tables::META)?;
     txn.open_table(tables::ACCEPTED)?;
     txn.open_table(tables::DECIDED)?;
@@ -168,6 +180,7 @@ impl Store {
         init_tables(&txn)?;
         txn.commit()?;
         let writer = Self::load_writer(&db)?;
+        let dedup = Self::load_dedup(&db, writer.rev)?;
         let snap = Self::snapshot_of(&db)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -175,7 +188,7 @@ impl Store {
                 applied: AtomicU64::new(writer.applied),
                 config: RwLock::new(writer.config.clone()),
                 snap: RwLock::new(Arc::new(snap)),
-                writer: Mutex::new(writer),
+                writer: Mutex::new(WriterSlot { w: writer, dedup }),
                 db,
                 opts,
             }),
@@ -195,13 +208,36 @@ impl Store {
         })
     }
 
+    /// The command ids applied within the duplicate window before `rev`.
+    pub(crate) fn load_dedup(db: &Database, rev: i64) -> Result<Dedup> {
+        let txn = db.begin_read()?;
+        let mut dedup = Dedup::default();
+        let from = (rev - DEDUP_WINDOW_REVS + 1).max(1) as u64;
+        let start = txn
+            .open_table(tables::REVS)?
+            .range(..=from)?
+            .next_back()
+            .transpose()?
+            .map_or(from, |(k, _)| k.value());
+        for item in txn.open_table(tables::REVS)?.range(start..)? {
+            let (k, row) = item?;
+            for (i, e) in RevEntry::decode_row(row.value())?.into_iter().enumerate() {
+                let r = k.value() + i as u64;
+                if r >= from {
+                    dedup.map.insert(e.id, (r as i64, e.code));
+                }
+            }
+        }
+        Ok(dedup)
+    }
+
     pub(crate) fn snapshot_of(db: &Database) -> Result<Snap> {
         let txn = db.begin_read()?;
         let state = txn.open_table(tables::STATE)?;
         Ok(Snap {
             files: txn.open_table(tables::FILES)?,
             undo: txn.open_table(tables::UNDO)?,
-            events: txn.open_table(tables::EVENTS)?,
+            revs: txn.open_table(tables::REVS)?,
             rev: get_u64(&state, tables::S_REV)? as i64,
             floor: get_u64(&state, tables::S_FLOOR)? as i64,
         })
@@ -218,28 +254,36 @@ impl Store {
     }
 
     /// Runs `f` in one durable write transaction; on success the writer state it produced
-    /// becomes current and readers see the result. Storage failures poison the store.
+    /// becomes current, the duplicate table is updated, and readers see the result. Storage
+    /// failures poison the store.
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&WriteTransaction, &mut Writer) -> Result<T>,
+        f: impl FnOnce(&WriteTransaction, &mut Writer, &Dedup) -> Result<(T, DedupUpdate)>,
     ) -> Result<T> {
         let mut guard = lock(&self.inner.writer);
-        if guard.poisoned {
+        if guard.w.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let mut next = guard.clone();
+        let mut next = guard.w.clone();
         let outcome = (|| {
             let mut txn = self.inner.db.begin_write()?;
             txn.set_durability(Durability::Immediate);
-            let out = f(&txn, &mut next)?;
+            let out = f(&txn, &mut next, &guard.dedup)?;
             txn.commit()?;
             Ok(out)
         })();
         match outcome {
-            Ok(out) => {
-                *guard = next;
-                if let Err(e) = self.publish(&guard) {
-                    guard.poisoned = true;
+            Ok((out, update)) => {
+                guard.w = next;
+                match update {
+                    DedupUpdate::Keep => {}
+                    DedupUpdate::Add(m) => guard.dedup.map.extend(m),
+                    DedupUpdate::Replace(m) => guard.dedup.map = m,
+                }
+                let rev = guard.w.rev;
+                guard.dedup.prune(rev);
+                if let Err(e) = self.publish(&guard.w) {
+                    guard.w.poisoned = true;
                     return Err(e);
                 }
                 Ok(out)
@@ -247,7 +291,7 @@ impl Store {
             Err(e) => {
                 if poisons(&e) {
                     warn!(error = %e, "store write failed; refusing further writes");
-                    guard.poisoned = true;
+                    guard.w.poisoned = true;
                 }
                 Err(e)
             }
@@ -265,7 +309,7 @@ impl Store {
         )
         .entered();
         let opts = self.inner.opts.clone();
-        self.write(move |txn, st| apply_batch(txn, st, batch, &opts))
+        self.write(move |txn, st, dedup| apply_batch(txn, st, batch, &opts, dedup))
     }
 
     /// The current (last applied) revision.
@@ -331,28 +375,40 @@ impl Store {
         if from > s.rev {
             return Ok(None);
         }
-        for item in s.events.range(from as u64..=s.rev as u64)? {
-            let (r, row) = item?;
-            let (flags, pkey) = tables::read_event_row(row.value())?;
-            let path = key_path(pkey);
-            if !glob.matches(&path) {
-                continue;
+        let from = from as u64;
+        let start = s
+            .revs
+            .range(..=from)?
+            .next_back()
+            .transpose()?
+            .map_or(from, |(k, _)| k.value());
+        for item in s.revs.range(start..=s.rev as u64)? {
+            let (k, row) = item?;
+            for (i, e) in RevEntry::decode_row(row.value())?.iter().enumerate() {
+                let rev = k.value() + i as u64;
+                if rev < from || rev > s.rev as u64 {
+                    continue;
+                }
+                let path = key_path(e.pkey);
+                if !glob.matches(&path) {
+                    continue;
+                }
+                let flags = e.event_flags();
+                let value = if flags == FLAG_SET {
+                    s.view(Some(rev))
+                        .file(e.pkey)?
+                        .map(|(_, v)| v)
+                        .unwrap_or_default()
+                } else {
+                    Bytes::new()
+                };
+                return Ok(Some(Event {
+                    rev: rev as i64,
+                    path,
+                    value,
+                    flags,
+                }));
             }
-            let rev = r.value();
-            let value = if flags == FLAG_SET {
-                s.view(Some(rev))
-                    .file(pkey)?
-                    .map(|(_, v)| v)
-                    .unwrap_or_default()
-            } else {
-                Bytes::new()
-            };
-            return Ok(Some(Event {
-                rev: rev as i64,
-                path,
-                value,
-                flags,
-            }));
         }
         Ok(None)
     }
@@ -422,9 +478,9 @@ impl Store {
 
     /// Writes a metadata value durably (its own transaction and fsync).
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.write(|txn, _| {
+        self.write(|txn, _, _| {
             txn.open_table(tables::META)?.insert(key, value)?;
-            Ok(())
+            Ok(((), DedupUpdate::Keep))
         })
     }
 }
@@ -435,7 +491,8 @@ fn apply_batch(
     st: &mut Writer,
     batch: Batch,
     opts: &StoreOptions,
-) -> Result<Commit> {
+    dedup: &Dedup,
+) -> Result<(Commit, DedupUpdate)> {
     let mut state = txn.open_table(tables::STATE)?;
     let mut accepted = txn.open_table(tables::ACCEPTED)?;
     let mut decided = txn.open_table(tables::DECIDED)?;
@@ -443,10 +500,11 @@ fn apply_batch(
     let mut tree = Tree {
         files: txn.open_table(tables::FILES)?,
         undo: txn.open_table(tables::UNDO)?,
-        events: txn.open_table(tables::EVENTS)?,
-        cmds: txn.open_table(tables::CMDS)?,
-        cmd_revs: txn.open_table(tables::CMD_REVS)?,
+        revs: txn.open_table(tables::REVS)?,
+        dirs: Default::default(),
     };
+    let mut fresh = HashMap::new();
+    let mut row = Vec::new();
     for rec in &batch.records {
         match rec {
             Record::Promise(b) => {
@@ -479,14 +537,19 @@ fn apply_batch(
         }
         let mut membership = false;
         if let Value::Batch(cmds) = value {
+            let first_rev = st.rev + 1;
+            row.clear();
             for cmd in cmds {
-                let a = tree.apply(cmd, st.rev + 1)?;
+                let a = tree.apply(cmd, st.rev + 1, dedup, &mut fresh, &mut row)?;
                 out.results.push((cmd.id, a.result));
                 if let Some(ev) = a.event {
                     st.rev += 1;
                     out.events.push(ev);
                 }
                 membership |= a.membership;
+            }
+            if st.rev >= first_rev {
+                tree.revs.insert(first_rev as u64, row.as_slice())?;
             }
         }
         accepted.remove(*slot)?;
@@ -510,11 +573,8 @@ fn apply_batch(
     let floor = st
         .floor
         .max(st.rev - opts.hist_revs.min(i64::MAX as u64) as i64);
-    if floor > st.floor {
-        tree.trim_history(st.floor, floor)?;
-        st.floor = floor;
-    }
-    tree.trim_commands(st.rev - DEDUP_WINDOW_REVS)?;
+    tree.trim(st.floor, floor, st.rev - DEDUP_WINDOW_REVS)?;
+    st.floor = floor;
     if st.applied > opts.retain_slots {
         decided.retain_in(..=(st.applied - opts.retain_slots), |_, _| false)?;
     }
@@ -534,7 +594,7 @@ fn apply_batch(
     state.insert(tables::S_FLOOR, tables::u64_row(st.floor as u64).as_slice())?;
     out.rev = st.rev;
     out.applied = st.applied;
-    Ok(out)
+    Ok((out, DedupUpdate::Add(fresh)))
 }
 
 /// `Store` must stay shareable between the storage thread and readers.

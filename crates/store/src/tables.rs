@@ -3,20 +3,23 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `files` | path key ([`crate::keys`]) | [`FileRec`]: rev (8 bytes BE) + body |
-//! | `undo` | path key, `0x00`, rev (8 bytes BE) | the file's state before the change at rev: empty = missing, else a [`FileRec`] |
-//! | `events` | rev | flags (1 byte) + path key |
-//! | `cmds` | command id (24 bytes) | rev (8) + error code (4, 0 = ok) |
-//! | `cmd_revs` | rev | command id: to forget old ids in revision order |
+//! | `undo` | path key, `0x00`, rev (8 bytes BE) | the file's state before the change at rev, when the change replaced or deleted an existing file: a [`FileRec`] |
+//! | `revs` | first revision of a slot's commands | one [`RevEntry`] per revision: command id, result, event flags, path key |
 //! | `state` | name | the store's own counters and acceptor state (see the `S_*` names) |
 //! | `meta` | name | the server's metadata ([`crate::Store::meta_put`]) |
 //! | `accepted` | slot | encoded `(Ballot, Value)` for slots above the applied one |
 //! | `decided` | slot | encoded `Value`, kept `retain_slots` below the applied slot |
 //! | `configs` | slot | encoded `Config`: the membership after that slot, where it changed |
 //!
-//! The current tree is `files` alone; history is `undo` + `events`. A read at a past revision
-//! `R` takes, for each path, the first undo record after `R` (the state the path had at `R`), or
-//! the current row if the path has not changed since. Trimming history at floor `F` drops the
-//! undo record and event of each revision `<= F`: only reads at `>= F` need them.
+//! The current tree is `files` alone; history is `undo` + `revs`. Creating a file writes no
+//! undo record (the common case costs one insert). A read at a past revision `R` takes, for a
+//! path, the first undo record after `R`, else the current row; either way the state is the
+//! path's state at `R` only if its rev is `<= R`, otherwise the file was created after `R` and
+//! was missing then (a change of an existing file after `R` would have left an earlier undo
+//! record). Trimming history at floor `F` drops the undo records of revisions `<= F`: only
+//! reads at `>= F` need them. `revs` rows live until both the history and the duplicate window
+//! ([`crate::DEDUP_WINDOW_REVS`]) have passed them: one row per slot, not per command, keeps
+//! the per-command cost of a commit low.
 
 use doozer_paxos::CommandId;
 use doozer_proto::ErrCode;
@@ -28,9 +31,7 @@ pub(crate) type Bin = &'static [u8];
 
 pub(crate) const FILES: TableDefinition<Bin, Bin> = TableDefinition::new("files");
 pub(crate) const UNDO: TableDefinition<Bin, Bin> = TableDefinition::new("undo");
-pub(crate) const EVENTS: TableDefinition<u64, Bin> = TableDefinition::new("events");
-pub(crate) const CMDS: TableDefinition<Bin, Bin> = TableDefinition::new("cmds");
-pub(crate) const CMD_REVS: TableDefinition<u64, Bin> = TableDefinition::new("cmd_revs");
+pub(crate) const REVS: TableDefinition<u64, Bin> = TableDefinition::new("revs");
 pub(crate) const STATE: TableDefinition<&str, Bin> = TableDefinition::new("state");
 pub(crate) const META: TableDefinition<&str, Bin> = TableDefinition::new("meta");
 pub(crate) const ACCEPTED: TableDefinition<u64, Bin> = TableDefinition::new("accepted");
@@ -102,62 +103,103 @@ pub(crate) fn read_u64(raw: &[u8]) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("counter row of {} bytes", raw.len())))
 }
 
-pub(crate) fn cmd_key(id: &CommandId) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(&id.node.0.to_be_bytes());
-    k[16..].copy_from_slice(&id.seq.to_be_bytes());
-    k
+/// Flag bit of a [`RevEntry`]: the change wrote an undo record (it changed an existing file).
+pub(crate) const HAS_UNDO: u8 = 0x80;
+
+/// One revision's entry in a `revs` row: which command took it, how it ended, what it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RevEntry<'a> {
+    pub id: CommandId,
+    pub code: Option<ErrCode>,
+    /// Event flags (4 set, 8 del, 0 nop), possibly with [`HAS_UNDO`].
+    pub flags: u8,
+    /// The key of the path of the event.
+    pub pkey: &'a [u8],
 }
 
-pub(crate) fn cmd_from_key(k: &[u8]) -> Result<CommandId, StoreError> {
-    if k.len() != 24 {
-        return Err(StoreError::Corrupt(format!(
-            "command id of {} bytes",
-            k.len()
-        )));
+const ENTRY_FIXED: usize = 16 + 8 + 4 + 1 + 4;
+
+impl<'a> RevEntry<'a> {
+    /// Appends this entry to a row.
+    pub fn encode_into(&self, row: &mut Vec<u8>) {
+        row.extend_from_slice(&self.id.node.0.to_be_bytes());
+        row.extend_from_slice(&self.id.seq.to_be_bytes());
+        row.extend_from_slice(&self.code.map(|c| c as i32).unwrap_or(0).to_be_bytes());
+        row.push(self.flags);
+        row.extend_from_slice(&(self.pkey.len() as u32).to_be_bytes());
+        row.extend_from_slice(self.pkey);
     }
-    Ok(CommandId {
-        node: doozer_paxos::NodeId(u128::from_be_bytes(k[..16].try_into().expect("16"))),
-        seq: u64::from_be_bytes(k[16..].try_into().expect("8")),
-    })
-}
 
-/// The remembered outcome of a command: its rev and error code (`None` = ok).
-pub(crate) fn cmd_row(rev: i64, code: Option<ErrCode>) -> [u8; 12] {
-    let mut v = [0u8; 12];
-    v[..8].copy_from_slice(&rev.to_be_bytes());
-    v[8..].copy_from_slice(&code.map(|c| c as i32).unwrap_or(0).to_be_bytes());
-    v
-}
-
-pub(crate) fn read_cmd_row(raw: &[u8]) -> Result<(i64, Option<ErrCode>), StoreError> {
-    if raw.len() != 12 {
-        return Err(StoreError::Corrupt(format!(
-            "command row of {} bytes",
-            raw.len()
-        )));
+    /// The event flags without the undo bit.
+    pub fn event_flags(&self) -> i32 {
+        (self.flags & !HAS_UNDO) as i32
     }
-    let rev = i64::from_be_bytes(raw[..8].try_into().expect("8"));
-    let code = i32::from_be_bytes(raw[8..].try_into().expect("4"));
-    if code == 0 {
-        return Ok((rev, None));
+
+    /// Decodes every entry of a row.
+    pub fn decode_row(mut raw: &'a [u8]) -> Result<Vec<RevEntry<'a>>, StoreError> {
+        let corrupt = || StoreError::Corrupt("revision row".into());
+        let mut out = Vec::new();
+        while !raw.is_empty() {
+            if raw.len() < ENTRY_FIXED {
+                return Err(corrupt());
+            }
+            let node = u128::from_be_bytes(raw[..16].try_into().expect("16"));
+            let seq = u64::from_be_bytes(raw[16..24].try_into().expect("8"));
+            let code = i32::from_be_bytes(raw[24..28].try_into().expect("4"));
+            let flags = raw[28];
+            let len = u32::from_be_bytes(raw[29..33].try_into().expect("4")) as usize;
+            let rest = &raw[ENTRY_FIXED..];
+            if rest.len() < len {
+                return Err(corrupt());
+            }
+            let code = match code {
+                0 => None,
+                c => Some(ErrCode::try_from(c).map_err(|_| corrupt())?),
+            };
+            out.push(RevEntry {
+                id: CommandId {
+                    node: doozer_paxos::NodeId(node),
+                    seq,
+                },
+                code,
+                flags,
+                pkey: &rest[..len],
+            });
+            raw = &rest[len..];
+        }
+        Ok(out)
     }
-    let code = ErrCode::try_from(code)
-        .map_err(|_| StoreError::Corrupt(format!("unknown error code {code}")))?;
-    Ok((rev, Some(code)))
 }
 
-/// An event row: flags and path key.
-pub(crate) fn event_row(flags: i32, pkey: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + pkey.len());
-    v.push(flags as u8);
-    v.extend_from_slice(pkey);
-    v
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) fn read_event_row(raw: &[u8]) -> Result<(i32, &[u8]), StoreError> {
-    match raw.split_first() {
-        Some((f, p)) => Ok((*f as i32, p)),
-        None => Err(StoreError::Corrupt("empty event row".into())),
+    #[test]
+    fn rev_rows_round_trip_and_reject_damage() {
+        let a = RevEntry {
+            id: CommandId {
+                node: doozer_paxos::NodeId(5),
+                seq: 9,
+            },
+            code: Some(ErrCode::RevMismatch),
+            flags: 4 | HAS_UNDO,
+            pkey: b"\x01a",
+        };
+        let b = RevEntry {
+            id: CommandId::default(),
+            code: None,
+            flags: 0,
+            pkey: b"\x01",
+        };
+        let mut row = Vec::new();
+        a.encode_into(&mut row);
+        b.encode_into(&mut row);
+        assert_eq!(RevEntry::decode_row(&row).unwrap(), vec![a.clone(), b]);
+        assert_eq!(a.event_flags(), 4);
+        for cut in 1..row.len() {
+            let r = RevEntry::decode_row(&row[..cut]);
+            assert!(r.is_err() || r.unwrap().len() == 1, "cut {cut}");
+        }
     }
 }

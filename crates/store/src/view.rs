@@ -59,12 +59,16 @@ where
             {
                 let (_, v) = first?;
                 return Ok(FileRec::decode_undo(v.value())?
+                    .filter(|r| r.rev as u64 <= at)
                     .map(|r| (r.rev, Bytes::copy_from_slice(r.value))));
             }
         }
         match self.files.get(key)? {
             Some(v) => {
                 let r = FileRec::decode(v.value())?;
+                if self.at.is_some_and(|at| r.rev as u64 > at) {
+                    return Ok(None); // created after `at`
+                }
                 Ok(Some((r.rev, Bytes::copy_from_slice(r.value))))
             }
             None => Ok(None),
@@ -132,12 +136,17 @@ where
             } else {
                 None
             };
+            // A state whose rev is after `at` was created after `at` (see `tables`).
             let flow = match (old, cur) {
-                (Some(Some((rev, value))), _) => f(&p, rev, &value),
-                (Some(None), _) | (None, None) => ControlFlow::Continue(()),
+                (Some(Some((rev, value))), _) if rev as u64 <= at => f(&p, rev, &value),
+                (Some(_), _) | (None, None) => ControlFlow::Continue(()),
                 (None, Some((_, v))) => {
                     let r = FileRec::decode(v.value())?;
-                    f(&p, r.rev, r.value)
+                    if r.rev as u64 <= at {
+                        f(&p, r.rev, r.value)
+                    } else {
+                        ControlFlow::Continue(())
+                    }
                 }
             };
             if flow.is_break() {
