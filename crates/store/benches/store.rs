@@ -43,14 +43,10 @@ fn slot_of(first_seq: u64, n: usize, path: impl Fn(u64) -> String) -> Value {
     )
 }
 
-fn writes(batch: usize, secs: f64) {
+/// Commits of `batch` sets of new 100-byte files spread over `spread` directories.
+fn writes(batch: usize, spread: u64, secs: f64) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        retain_slots: env("X_RETAIN", 10_000),
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&dir.path().join("bench.redb"), opts).unwrap();
-    let spread: u64 = env("X_SPREAD", 64);
+    let store = Store::open(&dir.path().join("bench.redb"), StoreOptions::default()).unwrap();
     // Prepare the values outside the timed loop: encoding is the proposer's work.
     let slots: Vec<Value> = (0..64)
         .map(|s| {
