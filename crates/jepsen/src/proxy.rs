@@ -297,31 +297,36 @@ async fn serve(
     let holed = Arc::new(AtomicBool::new(shared.fault(src, dst).blocked));
     let (dr, dw) = down.into_split();
     let (ur, uw) = up.into_split();
-    let pumps = [
-        tokio::spawn(pump(
-            shared.clone(),
-            src,
-            dst,
-            dr,
-            uw,
-            holed.clone(),
-            cut.clone(),
-        )),
-        tokio::spawn(pump(
-            shared.clone(),
-            src,
-            dst,
-            ur,
-            dw,
-            holed.clone(),
-            cut.clone(),
-        )),
-    ];
-    // Re-evaluate the link whenever the fault table changes.
+    let mut pumps = tokio::task::JoinSet::new();
+    pumps.spawn(pump(
+        shared.clone(),
+        src,
+        dst,
+        dr,
+        uw,
+        holed.clone(),
+        cut.clone(),
+    ));
+    pumps.spawn(pump(
+        shared.clone(),
+        src,
+        dst,
+        ur,
+        dw,
+        holed.clone(),
+        cut.clone(),
+    ));
+    // Re-evaluate the link whenever the fault table changes; end when both directions
+    // have finished (each closes its write side after its peer's EOF) or the link is cut.
     let mut gen = shared.generation.subscribe();
     loop {
         tokio::select! {
             _ = cut.cancelled() => break,
+            done = pumps.join_next() => {
+                if done.is_none() {
+                    break;
+                }
+            }
             r = gen.changed() => {
                 if r.is_err() {
                     break;
@@ -337,13 +342,15 @@ async fn serve(
             }
         }
     }
-    for p in pumps {
-        let _ = p.await;
-    }
+    cut.cancel();
+    while pumps.join_next().await.is_some() {}
 }
 
 /// One direction of a proxied connection: reads chunks, applies the link's fault, and
-/// hands them to a writer that releases each at its due time.
+/// hands them to a writer that releases each at its due time. The reader's EOF becomes,
+/// once everything before it is written, a half-close of the other side (unless the link
+/// is a black hole, which lets nothing through, not even a FIN). Errors, loss and a
+/// healed black hole cut both directions at once.
 async fn pump(
     shared: Arc<Shared>,
     src: Option<usize>,
@@ -353,6 +360,7 @@ async fn pump(
     holed: Arc<AtomicBool>,
     cut: CancellationToken,
 ) {
+    // Bounded: a slow (delayed) writer pushes back on the reader, as TCP would.
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
     let writer = {
         let cut = cut.clone();
@@ -369,22 +377,30 @@ async fn pump(
                     continue;
                 }
                 if w.write_all(&chunk).await.is_err() {
-                    break;
+                    cut.cancel();
+                    return;
                 }
                 shared
                     .stats
                     .forwarded_bytes
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
-            cut.cancel();
+            if !holed.load(Ordering::Relaxed) {
+                let _ = w.shutdown().await;
+            }
         }
     };
-    let reader = async {
+    let stop = cut.clone();
+    let reader = async move {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let k = match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) => return, // EOF: dropping `tx` lets the writer finish and half-close.
                 Ok(k) => k,
+                Err(_) => {
+                    cut.cancel();
+                    return;
+                }
             };
             let fault = shared.fault(src, dst);
             if fault.blocked || holed.load(Ordering::Relaxed) {
@@ -397,20 +413,20 @@ async fn pump(
             }
             if fault.loss > 0.0 && rand::thread_rng().gen_bool(fault.loss.min(1.0)) {
                 shared.stats.cut.fetch_add(1, Ordering::Relaxed);
-                break;
+                cut.cancel();
+                return;
             }
             if tx
                 .send((Instant::now() + fault.delay, buf[..k].to_vec()))
                 .await
                 .is_err()
             {
-                break;
+                return;
             }
         }
-        cut.cancel();
     };
     tokio::select! {
-        _ = cut.cancelled() => {}
+        _ = stop.cancelled() => {}
         _ = async { tokio::join!(reader, writer) } => {}
     }
 }
@@ -440,6 +456,47 @@ mod tests {
         match tokio::time::timeout(within, s.read_exact(&mut got)).await {
             Ok(Ok(_)) => Some(got),
             _ => None,
+        }
+    }
+
+    /// A server that sends `len` bytes and closes, as a node streaming a snapshot does.
+    async fn blob(len: usize) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                    let _ = s.write_all(&data).await;
+                    // Dropped here: FIN right behind the last byte.
+                });
+            }
+        });
+        a
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_is_delivered_whole_even_when_delayed() {
+        let len = 3 << 20;
+        let net = Net::start(vec![blob(len).await]).await.unwrap();
+        net.set_pid(0, Some(std::process::id()));
+        for delay_ms in [0, 30] {
+            net.set(
+                0,
+                0,
+                LinkFault {
+                    delay: Duration::from_millis(delay_ms),
+                    ..LinkFault::default()
+                },
+            );
+            let mut s = TcpStream::connect(net.proxy_addr(0)).await.unwrap();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got))
+                .await
+                .expect("EOF arrives")
+                .unwrap();
+            assert_eq!(got.len(), len, "delay {delay_ms} ms");
+            assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
         }
     }
 

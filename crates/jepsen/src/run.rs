@@ -281,6 +281,8 @@ pub struct Outcome {
     pub verdicts: Verdicts,
     /// Path of `report.txt`.
     pub report_txt: PathBuf,
+    /// What the fault proxies did.
+    pub proxy: report::ProxyCounts,
 }
 
 /// Runs the nemesis schedule on `c` for `total`, then heals everything.
@@ -387,5 +389,6 @@ pub async fn run(cfg: &RunConfig) -> Result<Outcome, RunError> {
         collected,
         verdicts,
         report_txt: txt,
+        proxy: stats,
     })
 }

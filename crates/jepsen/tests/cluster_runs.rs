@@ -79,6 +79,13 @@ async fn short_run_under_partitions_and_kills_passes() {
         "{txt}"
     );
     assert!(o.collected.faults.len() >= 3, "{txt}");
+    // Peer traffic went through the proxies, each connection's dialer was identified, and
+    // the partitions really dropped bytes.
+    assert!(o.proxy.accepted > 0 && o.proxy.forwarded_bytes > 0, "{txt}");
+    assert_eq!(o.proxy.unidentified, 0, "{txt}");
+    if o.collected.faults.iter().any(|f| f.family == "partition") {
+        assert!(o.proxy.dropped_bytes > 0, "{txt}");
+    }
     assert!(dir_has(
         &keep,
         &["history.jsonl", "report.txt", "report.html"]
