@@ -192,7 +192,7 @@ impl Cluster {
         self.nodes[i].paused
     }
 
-    /// Node exits the harness did not cause, as (node, status).
+    /// Node exits the harness did not cause and failed restarts, as (node, what happened).
     pub fn crashes(&self) -> &[(usize, String)] {
         &self.crashes
     }
@@ -413,12 +413,23 @@ impl Cluster {
         self.views.lock().unwrap_or_else(|p| p.into_inner())[i] = None;
     }
 
-    /// Restarts a killed node from its data directory.
+    /// Restarts a killed node from its data directory. A node that does not come back is
+    /// a finding, not a harness failure: it is recorded in [`Cluster::crashes`] and the
+    /// run goes on without it.
     pub async fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
         if self.nodes[i].child.is_some() {
             return Ok(());
         }
-        self.spawn(i, false).await
+        match self.spawn(i, false).await {
+            Ok(()) => Ok(()),
+            Err(e @ ClusterError::Start { .. }) => {
+                warn!(node = i, error = %e, "node did not restart");
+                self.net.set_pid(i, None);
+                self.crashes.push((i, format!("did not restart: {e}")));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// SIGSTOP node `i`.
@@ -451,7 +462,8 @@ impl Cluster {
             if let Some(c) = node.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
                     warn!(node = i, %status, "node exited on its own");
-                    self.crashes.push((i, status.to_string()));
+                    self.crashes
+                        .push((i, format!("exited on its own ({status})")));
                     node.child = None;
                     node.paused = false;
                     self.net.set_pid(i, None);

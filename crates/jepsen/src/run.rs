@@ -225,8 +225,7 @@ pub fn check(workload: Workload, c: &Collected, crashes: &[(usize, String)]) -> 
         ));
     }
     for (node, status) in crashes {
-        v.problems
-            .push(format!("node n{node} exited on its own ({status})"));
+        v.problems.push(format!("node n{node}: {status}"));
     }
     match workload {
         Workload::Register => {
