@@ -71,8 +71,9 @@ impl Job {
         }
     }
 
-    /// Does the work and builds the answer. `value_reads` gates reads that load file bodies;
-    /// the permit returned with such an answer must be held until the answer is queued.
+    /// Does the work and builds the answer. `value_reads` gates reads that load file bodies
+    /// (and WAIT's history scans); the permit returned with such an answer must be held
+    /// until the answer is queued.
     pub async fn run<H: NodeHandle>(
         self,
         h: &H,
@@ -89,7 +90,7 @@ impl Job {
                 (reads::getdir(h, cfg, tag, path, offset, rev).await, None)
             }
             Job::Stat { path, rev } => (reads::stat(h, cfg, tag, path, rev).await, None),
-            Job::Wait { glob, from } => (wait::wait(h, tag, glob, from).await, None),
+            Job::Wait { glob, from } => (wait::wait(h, value_reads, tag, glob, from).await, None),
             Job::Write { op, verb } => (write(h, cfg, tag, op, verb).await, None),
         }
     }

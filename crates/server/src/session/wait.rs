@@ -13,6 +13,7 @@ use doozer_proto::msg::{ErrCode, Response};
 use doozer_proto::Glob;
 use doozer_store::Event;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
 
 use super::errors;
 use crate::handle::{NodeError, NodeHandle};
@@ -25,8 +26,16 @@ enum Failed {
 }
 
 /// Answers WAIT(glob, from).
-pub async fn wait<H: NodeHandle>(h: &H, tag: Option<i32>, glob: Glob, from: i64) -> Response {
-    match first_event(h, Arc::new(glob), from).await {
+///
+/// `scans` bounds how many history scans (on the blocking pool) one connection runs at once.
+pub async fn wait<H: NodeHandle>(
+    h: &H,
+    scans: &Arc<Semaphore>,
+    tag: Option<i32>,
+    glob: Glob,
+    from: i64,
+) -> Response {
+    match first_event(h, scans, Arc::new(glob), from).await {
         Ok(ev) => Response::ok(tag)
             .with_flags(ev.flags)
             .with_rev(ev.rev)
@@ -40,12 +49,16 @@ pub async fn wait<H: NodeHandle>(h: &H, tag: Option<i32>, glob: Glob, from: i64)
 
 async fn first_event<H: NodeHandle>(
     h: &H,
+    scans: &Arc<Semaphore>,
     glob: Arc<Glob>,
     mut from: i64,
 ) -> Result<Event, Failed> {
     let mut events = h.events();
     loop {
-        if let Some(ev) = scan_history(h, &glob, from).await? {
+        let permit = scans.acquire().await.ok();
+        let found = scan_history(h, &glob, from).await?;
+        drop(permit);
+        if let Some(ev) = found {
             return Ok(ev);
         }
         loop {
