@@ -192,16 +192,18 @@ where
     tracing::info!(requests, answered = written, reason = %why, "client disconnected");
 }
 
-/// The debug span of one request: verb, tag and path.
+/// The debug span of one request: verb, tag and path (no allocation when debug is off).
 fn request_span(req: &Request) -> tracing::Span {
-    let verb = match req.known_verb() {
-        Some(v) => v.as_str().to_owned(),
-        None => format!("UNKNOWN({})", req.verb.unwrap_or(0)),
-    };
-    tracing::debug_span!(
+    let known = req.known_verb();
+    let span = tracing::debug_span!(
         "request",
-        verb = %verb,
+        verb = known.map_or("UNKNOWN", |v| v.as_str()),
+        raw_verb = tracing::field::Empty,
         tag = ?req.tag,
         path = req.path.as_deref().unwrap_or("")
-    )
+    );
+    if known.is_none() {
+        span.record("raw_verb", req.verb.unwrap_or(0));
+    }
+    span
 }
