@@ -15,7 +15,16 @@ const DEFAULT_MAX_SEEDS: u64 = 300;
 fn is_safety(v: &Violation) -> bool {
     matches!(
         v.kind,
-        "agreement" | "validity" | "durability" | "read-index" | "state" | "duplicate"
+        "agreement"
+            | "validity"
+            | "durability"
+            | "read-index"
+            | "state"
+            | "duplicate"
+            | "quorum"
+            | "ballot"
+            | "alpha"
+            | "stability"
     )
 }
 
@@ -134,4 +143,114 @@ fn validity_checker_catches_values_nobody_proposed() {
         ..Planted::default()
     };
     assert_caught("corrupt_proposals", planted);
+}
+
+// Each checker on its own: with the others silenced, the checker named must still catch the
+// plant (so none of them is dead code hiding behind another).
+
+fn assert_caught_by(name: &str, planted: Planted, kind: &'static [&'static str]) {
+    let max = sim::env_u64("SIM_PLANTED_SEEDS").unwrap_or(DEFAULT_MAX_SEEDS);
+    let opts = RunOptions {
+        planted,
+        only: Some(kind),
+        ..RunOptions::default()
+    };
+    let (hit, ran) = sim::find_violation(max, opts, |v| kind.contains(&v.kind));
+    let outcome = hit.unwrap_or_else(|| panic!("{name}: no {kind:?} violation in {ran} seeds"));
+    let v = outcome.violation.as_ref().expect("a hit has a violation");
+    eprintln!(
+        "planted {name}: {kind:?} checker caught it at seed {}: {v}",
+        outcome.seed
+    );
+}
+
+#[test]
+fn quorum_checker_catches_votes_counted_across_ballots() {
+    let engine = Faults {
+        count_across_ballots: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "count_across_ballots",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["quorum"],
+    );
+}
+
+#[test]
+fn quorum_checker_catches_accepts_counted_before_durable() {
+    let engine = Faults {
+        send_before_persist: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "send_before_persist",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["quorum"],
+    );
+}
+
+#[test]
+fn agreement_checker_catches_a_leader_skipping_phase1() {
+    let engine = Faults {
+        skip_phase1: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "skip_phase1",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["agreement"],
+    );
+}
+
+#[test]
+fn read_index_checker_catches_a_leader_skipping_phase1() {
+    let engine = Faults {
+        skip_phase1: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "skip_phase1",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["read-index"],
+    );
+}
+
+#[test]
+fn durability_checker_catches_a_forgotten_promise() {
+    let planted = Planted {
+        forget_promise: true,
+        ..Planted::default()
+    };
+    assert_caught_by("forget_promise", planted, &["durability"]);
+}
+
+#[test]
+fn alpha_checker_catches_a_leader_past_the_known_configs() {
+    let planted = Planted {
+        engine_alpha_too_big: true,
+        ..Planted::default()
+    };
+    assert_caught_by("engine_alpha_too_big", planted, &["alpha"]);
+}
+
+#[test]
+fn state_checker_catches_a_diverging_state_machine() {
+    let planted = Planted {
+        diverge_state: true,
+        ..Planted::default()
+    };
+    assert_caught_by("diverge_state", planted, &["state"]);
 }

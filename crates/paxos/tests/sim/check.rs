@@ -2,11 +2,11 @@
 //! (every decision, application, persisted record, durable record, snapshot and read answer),
 //! so a violation is reported at the step that caused it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::Bytes;
-use doozer_paxos::{Ballot, CommandId, NodeId, ReadError, Record, Slot, Value};
+use doozer_paxos::{Ballot, CommandId, Config, NodeId, ReadError, Record, Slot, Value};
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,9 @@ pub fn value_hash(value: &Value) -> u64 {
     }
 }
 
+/// Durable accepts of one slot: ballot -> (hash of the value, acceptors).
+pub type Votes = BTreeMap<Ballot, (u64, BTreeSet<NodeId>)>;
+
 /// Global knowledge the invariants are checked against.
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -89,6 +92,11 @@ pub struct Checker {
     promised: BTreeMap<NodeId, Ballot>,
     /// Highest ballot each node has durably accepted in each slot.
     accepted: BTreeMap<(NodeId, Slot), Ballot>,
+    /// Durable accepts of each slot: ballot -> (value hash, acceptors).
+    votes: BTreeMap<Slot, Votes>,
+    /// The durable accepts of a slot as they stood when any node first decided it, kept until
+    /// the slot's config is known (when it is first applied) and the quorum is checked.
+    votes_at_decision: BTreeMap<Slot, Votes>,
     /// Outstanding read-index requests: ctx -> (asked node, highest decided slot at the call).
     reads: BTreeMap<u64, (NodeId, Slot)>,
     /// The first violation found, if any.
@@ -97,10 +105,23 @@ pub struct Checker {
     pub notes: Notes,
     /// Whether a command decided in two slots, proposed once, is a violation (engine dedupes).
     pub strict_dedupe: bool,
+    /// When set, only these kinds are reported (to prove one checker on its own).
+    pub only: Option<&'static [&'static str]>,
 }
 
 impl Checker {
+    /// A checker reporting every kind of violation (`None`) or only those in `only`.
+    pub fn reporting_only(only: Option<&'static [&'static str]>) -> Checker {
+        Checker {
+            only,
+            ..Checker::default()
+        }
+    }
+
     fn fail(&mut self, tick: u64, kind: &'static str, detail: String) {
+        if self.only.is_some_and(|only| !only.contains(&kind)) {
+            return;
+        }
         if self.violation.is_none() {
             self.violation = Some(Violation { tick, kind, detail });
         }
@@ -181,6 +202,8 @@ impl Checker {
                 }
             }
             None => {
+                let votes = self.votes.get(&slot).cloned().unwrap_or_default();
+                self.votes_at_decision.insert(slot, votes);
                 self.decided.insert(slot, (value.clone(), node));
                 self.max_decided = self.max_decided.max(slot);
                 if let Value::Batch(cmds) = value {
@@ -216,8 +239,17 @@ impl Checker {
         }
     }
 
-    /// `node`'s state machine applied `slot` and now has `digest`.
-    pub fn on_applied(&mut self, tick: u64, node: NodeId, slot: Slot, digest: u64) {
+    /// `node`'s state machine applied `slot` (decided `value`, governed by `config`) and now
+    /// has `digest`.
+    pub fn on_applied(
+        &mut self,
+        tick: u64,
+        node: NodeId,
+        slot: Slot,
+        value: &Value,
+        config: &Config,
+        digest: u64,
+    ) {
         match self.digests.get(&slot) {
             Some(&d) if d != digest => self.fail(
                 tick,
@@ -227,8 +259,60 @@ impl Checker {
             Some(_) => {}
             None => {
                 self.digests.insert(slot, digest);
+                self.check_quorum(tick, slot, value, config);
             }
         }
+    }
+
+    /// `node` installed a snapshot taken after `slot` with `digest`.
+    pub fn on_snapshot(&mut self, tick: u64, node: NodeId, slot: Slot, digest: u64) {
+        match self.digests.get(&slot) {
+            Some(&d) if d != digest => self.fail(
+                tick,
+                "state",
+                format!("{node} installed a snapshot of slot {slot} unlike the first node's state"),
+            ),
+            Some(_) => {}
+            None => self.fail(
+                tick,
+                "state",
+                format!("{node} installed a snapshot of slot {slot} nobody applied"),
+            ),
+        }
+    }
+
+    /// What "decided" means: when the slot was first decided anywhere, a majority of the
+    /// voters governing it had durably accepted that value at one ballot. Votes from different
+    /// ballots do not add up, and an accept that a crash could still take back does not count.
+    fn check_quorum(&mut self, tick: u64, slot: Slot, value: &Value, config: &Config) {
+        let Some(votes) = self.votes_at_decision.remove(&slot) else {
+            return;
+        };
+        let hash = value_hash(value);
+        let ok = votes
+            .values()
+            .any(|(h, nodes)| *h == hash && config.is_quorum(nodes.iter()));
+        if !ok {
+            let seen: Vec<String> = votes
+                .iter()
+                .map(|(b, (h, nodes))| {
+                    let same = if *h == hash {
+                        "same value"
+                    } else {
+                        "other value"
+                    };
+                    format!("{b}: {} nodes, {same}", nodes.len())
+                })
+                .collect();
+            let detail = format!(
+                "slot {slot} was decided ({}) without a majority of its {} voters durably accepting it at one ballot; durable accepts then: [{}]",
+                describe(value),
+                config.voters.len(),
+                seen.join("; ")
+            );
+            self.fail(tick, "quorum", detail);
+        }
+        self.votes.remove(&slot);
     }
 
     /// `node` is about to persist `records` (not yet durable).
@@ -264,16 +348,37 @@ impl Checker {
     }
 
     /// `records` of `node` are now durable.
-    pub fn on_durable(&mut self, node: NodeId, records: &[Record]) {
+    pub fn on_durable(&mut self, tick: u64, node: NodeId, records: &[Record]) {
         for rec in records {
             match rec {
                 Record::Promise(b) => {
                     let p = self.promised.entry(node).or_insert(Ballot::ZERO);
                     *p = (*p).max(*b);
                 }
-                Record::Accept { slot, ballot, .. } => {
+                Record::Accept {
+                    slot,
+                    ballot,
+                    value,
+                } => {
                     let a = self.accepted.entry((node, *slot)).or_insert(*ballot);
                     *a = (*a).max(*ballot);
+                    if self.digests.contains_key(slot) {
+                        continue; // already applied somewhere and its quorum checked
+                    }
+                    let hash = value_hash(value);
+                    let entry = self
+                        .votes
+                        .entry(*slot)
+                        .or_default()
+                        .entry(*ballot)
+                        .or_insert_with(|| (hash, BTreeSet::new()));
+                    let clash = entry.0 != hash;
+                    entry.1.insert(node);
+                    if clash {
+                        let detail =
+                            format!("slot {slot} got two different values at ballot {ballot}");
+                        self.fail(tick, "ballot", detail);
+                    }
                 }
             }
         }

@@ -153,6 +153,16 @@ impl Machine {
         ops
     }
 
+    /// The config governing `slot` (known for slots up to `applied + alpha`).
+    pub fn config_at(&self, slot: Slot) -> Config {
+        self.config_history
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= slot)
+            .map(|(_, c)| c.clone())
+            .expect("history starts at slot 1")
+    }
+
     /// The configs governing `from` and every later slot: the entry in force at `from`
     /// (re-based to start at `from`) and every later one.
     pub fn configs_from(&self, from: Slot) -> Vec<(Slot, Config)> {

@@ -30,6 +30,11 @@ pub struct Planted {
     pub never_heal: bool,
     /// Proves the validity checker: clients hand engines other data than they registered.
     pub corrupt_proposals: bool,
+    /// Proves the alpha checker: engines are configured with alpha one larger than the state
+    /// machine's (a misconfiguration that lets a leader run past the known configs).
+    pub engine_alpha_too_big: bool,
+    /// Proves the state checker: the first node's state machine misapplies slot 3.
+    pub diverge_state: bool,
 }
 
 impl Planted {

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub trace_messages: bool,
     /// Keep the last this many events as text, printed with a violation.
     pub keep_log: usize,
+    /// Report only these kinds of violation (to prove one checker on its own).
+    pub only: Option<&'static [&'static str]>,
 }
 
 /// Counters of one run.
@@ -178,7 +180,7 @@ impl World {
             index,
             net: Net::default(),
             net_faults,
-            check: Checker::default(),
+            check: Checker::reporting_only(opts.only),
             clients,
             admin,
             plan,
@@ -222,7 +224,8 @@ impl World {
     fn options(&mut self, id: NodeId) -> Options {
         Options {
             id,
-            alpha: self.profile.alpha,
+            // Planted: the engine believes in a larger alpha than the state machine applies.
+            alpha: self.profile.alpha + u64::from(self.profile.planted.engine_alpha_too_big),
             heartbeat_ticks: self.profile.heartbeat_ticks,
             election_ticks: self.profile.election_ticks,
             max_batch_cmds: self.profile.max_batch_cmds,
@@ -270,6 +273,8 @@ impl World {
             if self.now >= deadline {
                 let detail = self.liveness_report();
                 self.check.report(self.now, "liveness", detail);
+                // Stop even when liveness is not being reported (`RunOptions::only`).
+                return;
             }
         }
     }
@@ -510,6 +515,15 @@ impl World {
                     self.check.report(self.now, "durability", detail);
                 }
             }
+            // The alpha rule: a slot's voters are known only once slot - alpha is applied, so
+            // no leader may propose beyond applied + alpha.
+            Message::Accept { slot, .. } if *slot > node.machine.applied + self.profile.alpha => {
+                let detail = format!(
+                    "{} proposed slot {slot} with only {} applied (alpha {})",
+                    node.id, node.machine.applied, self.profile.alpha
+                );
+                self.check.report(self.now, "alpha", detail);
+            }
             _ => {}
         }
     }
@@ -685,7 +699,7 @@ impl World {
             };
             let id = self.nodes[i].id;
             self.nodes[i].write_records(&batch.records);
-            self.check.on_durable(id, &batch.records);
+            self.check.on_durable(self.now, id, &batch.records);
             if let Some(snap) = batch.snapshot {
                 self.install_snapshot(i, snap);
             }
@@ -714,9 +728,15 @@ impl World {
             );
             return;
         }
+        let governing = self.nodes[i].machine.config_at(slot);
         let ops = self.nodes[i].machine.apply(slot, value);
+        if self.profile.planted.diverge_state && i == 0 && slot == 3 {
+            // Planted: one node's state machine misapplies a slot.
+            self.nodes[i].machine.digest ^= 1;
+        }
         let digest = self.nodes[i].machine.digest;
-        self.check.on_applied(self.now, id, slot, digest);
+        self.check
+            .on_applied(self.now, id, slot, value, &governing, digest);
         let config = self.nodes[i].machine.config.clone();
         if let Some(engine) = self.nodes[i].engine.as_mut() {
             engine.applied(slot, &config);
@@ -734,7 +754,7 @@ impl World {
             return;
         }
         self.check
-            .on_applied(self.now, id, snap.applied, snap.digest);
+            .on_snapshot(self.now, id, snap.applied, snap.digest);
         let slot = snap.applied;
         let configs = snap.configs_from(slot + 1);
         self.nodes[i].machine = snap;
