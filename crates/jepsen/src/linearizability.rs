@@ -70,6 +70,9 @@ pub struct Anomaly {
     /// The key's operations that were still pending (called, not linearized) at that
     /// point, as indices in the checked history; one of them had to come first.
     pub pending: Vec<usize>,
+    /// The last operations linearized before that point, most recent first (at most 5):
+    /// the evidence for the register's value there.
+    pub recent: Vec<usize>,
 }
 
 /// The checker's result for one key.
@@ -289,6 +292,20 @@ impl Bits {
     }
 }
 
+/// The deepest dead end of the search, for the report.
+struct Deepest {
+    /// Ops linearized there.
+    depth: usize,
+    /// The prepared op whose return blocked.
+    op: usize,
+    /// The register's value there.
+    state: u32,
+    /// History indices of the ops pending there.
+    pending: Vec<usize>,
+    /// History indices of the last ops linearized, most recent first.
+    recent: Vec<usize>,
+}
+
 /// The search over one key's prepared ops. Returns the verdict and the number of
 /// memoised states.
 fn search(key: &str, p: &Prepped, opts: CheckOptions) -> (KeyVerdict, usize) {
@@ -341,7 +358,7 @@ fn search(key: &str, p: &Prepped, opts: CheckOptions) -> (KeyVerdict, usize) {
     let mut state = 0u32;
     let mut stack: Vec<(usize, u32)> = Vec::new();
     // The deepest point reached, for the report: (depth, blocking op, state, pending ops).
-    let mut deepest: Option<(usize, usize, u32, Vec<usize>)> = None;
+    let mut deepest: Option<Deepest> = None;
     let mut entry = next[head];
     while next[head] != none {
         if cache.len() > opts.max_states {
@@ -351,7 +368,7 @@ fn search(key: &str, p: &Prepped, opts: CheckOptions) -> (KeyVerdict, usize) {
                         "gave up after {} states ({} ops, {} linearized at most)",
                         cache.len(),
                         n,
-                        deepest.as_ref().map_or(0, |d| d.0)
+                        deepest.as_ref().map_or(0, |d| d.depth)
                     ),
                 },
                 cache.len(),
@@ -373,7 +390,7 @@ fn search(key: &str, p: &Prepped, opts: CheckOptions) -> (KeyVerdict, usize) {
             entry = next[entry];
         } else {
             // The return of an op not yet linearized: this path is a dead end.
-            if deepest.as_ref().is_none_or(|d| stack.len() > d.0) {
+            if deepest.as_ref().is_none_or(|d| stack.len() > d.depth) {
                 let mut pending = Vec::new();
                 let mut e = next[head];
                 while e != none && e != entry {
@@ -382,10 +399,28 @@ fn search(key: &str, p: &Prepped, opts: CheckOptions) -> (KeyVerdict, usize) {
                     }
                     e = next[e];
                 }
-                deepest = Some((stack.len(), entry - n, state, pending));
+                let recent = stack
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .map(|(e, _)| p.ops[*e].index)
+                    .collect();
+                deepest = Some(Deepest {
+                    depth: stack.len(),
+                    op: entry - n,
+                    state,
+                    pending,
+                    recent,
+                });
             }
             let Some((e, s)) = stack.pop() else {
-                let (depth, op, st, pending) = deepest.expect("set just above");
+                let Deepest {
+                    depth,
+                    op,
+                    state: st,
+                    pending,
+                    recent,
+                } = deepest.expect("set just above");
                 return (
                     KeyVerdict::NotLinearizable(Anomaly {
                         key: key.to_string(),
@@ -393,6 +428,7 @@ fn search(key: &str, p: &Prepped, opts: CheckOptions) -> (KeyVerdict, usize) {
                         linearized: depth,
                         state: p.values[st as usize].clone(),
                         pending,
+                        recent,
                     }),
                     cache.len(),
                 );
@@ -523,6 +559,11 @@ mod tests {
         let a = rep.first_anomaly(&h).expect("an anomaly");
         assert_eq!(a.op_index, 2, "the stale read is the culprit: {a:?}");
         assert_eq!(a.state.as_deref(), Some("b"));
+        assert_eq!(
+            a.recent,
+            [1, 0],
+            "the writes that explain the register's value"
+        );
     }
 
     #[test]

@@ -122,6 +122,9 @@ fn verdict_lines(ctx: &Context<'_>) -> (Vec<String>, Option<(usize, Vec<usize>)>
         }
         if let Some(a) = l.first_anomaly(h) {
             out.push(format!("  first anomaly: {}", describe(&h[a.op_index])));
+            for p in &a.recent {
+                out.push(format!("    linearized before it: {}", describe(&h[*p])));
+            }
             for p in a.pending.iter().filter(|p| **p != a.op_index).take(12) {
                 out.push(format!("    concurrent: {}", describe(&h[*p])));
             }
