@@ -329,7 +329,10 @@ pub async fn set_final_reads(
         let call = rec.now_ns();
         let r = retry(within, || async {
             let c = Client::connect_with(uri, client_options(Duration::from_secs(20))).await?;
-            // Every directory and every file at one revision.
+            // REV answers the node's local revision, which may lag: a linearizable read
+            // first makes the node catch up with everything committed before the read.
+            c.get(&format!("{SET_DIR}-sync"), None).await?;
+            // Then every directory and every file at one revision.
             let rev = c.rev().await?;
             let dirs = match c.getdir_all(SET_DIR, Some(rev)).await {
                 Err(e) if e.code() == Some(ErrCode::NoEnt) => Vec::new(),
