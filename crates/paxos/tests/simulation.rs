@@ -4,6 +4,7 @@
 //! cargo test -p doozer-paxos --test simulation               # 50 seeds
 //! SIM_SEEDS=500 cargo test -p doozer-paxos --test simulation # what CI runs
 //! SIM_SEED=17 cargo test -p doozer-paxos --test simulation -- --nocapture   # replay one seed
+//! SIM_SEED=17 SIM_TRACE=1 cargo test -p doozer-paxos --test simulation -- --nocapture  # every event
 //! ```
 //!
 //! The summary line `sim: <n> seeds, <v> violations` is written straight to the process's
@@ -21,13 +22,21 @@ const DEFAULT_SEEDS: u64 = 50;
 #[test]
 fn simulate_seeds() {
     let (seeds, opts): (Vec<u64>, RunOptions) = match sim::env_u64("SIM_SEED") {
-        Some(seed) => (
-            vec![seed],
-            RunOptions {
-                keep_log: 300,
-                ..RunOptions::default()
-            },
-        ),
+        Some(seed) => {
+            // SIM_TRACE=1 keeps (and prints) the whole run's events, not just the last 300.
+            let keep_log = if std::env::var_os("SIM_TRACE").is_some() {
+                usize::MAX
+            } else {
+                300
+            };
+            (
+                vec![seed],
+                RunOptions {
+                    keep_log,
+                    ..RunOptions::default()
+                },
+            )
+        }
         None => {
             let n = sim::env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
             ((1..=n).collect(), RunOptions::default())
@@ -40,10 +49,13 @@ fn simulate_seeds() {
         eprint!("{}", sim::report(outcome));
     }
     if seeds.len() == 1 {
-        eprintln!(
-            "profile: {}\nstats: {:?}",
-            outcomes[0].profile, outcomes[0].stats
-        );
+        let o = &outcomes[0];
+        if o.violation.is_none() && std::env::var_os("SIM_TRACE").is_some() {
+            for line in &o.log {
+                eprintln!("  {line}");
+            }
+        }
+        eprintln!("profile: {}\nstats: {:?}", o.profile, o.stats);
     }
     let slots: u64 = outcomes.iter().map(|o| o.stats.slots).sum();
     let commands: usize = outcomes.iter().map(|o| o.stats.commands).sum();
@@ -69,7 +81,9 @@ fn simulate_seeds() {
     let line = format!("sim: {} seeds, {} violations", seeds.len(), failed.len());
     // Straight to stdout: the harness captures println! of passing tests.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").expect("stdout is writable");
+    // The leading newline keeps it on a line of its own when the harness has just
+    // written "test simulate_seeds ... " (single-threaded runs).
+    writeln!(out, "\n{line}").expect("stdout is writable");
     out.flush().expect("stdout is writable");
     assert!(
         failed.is_empty(),
