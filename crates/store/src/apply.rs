@@ -182,14 +182,13 @@ impl Tree<'_> {
     }
 
     /// Applies one command at revision `rev`, or answers a duplicate (which takes no
-    /// revision). The revision's entry is appended to `row`; a new id goes to `fresh`.
+    /// revision). A new id goes to `fresh`.
     pub fn apply(
         &mut self,
         cmd: &Command,
         rev: i64,
         dedup: &Dedup,
         fresh: &mut HashMap<CommandId, (i64, Option<ErrCode>)>,
-        row: &mut Vec<u8>,
     ) -> Result<Applied> {
         let prev = fresh
             .get(&cmd.id)
@@ -248,13 +247,15 @@ impl Tree<'_> {
         };
         let pkey = path_key(&event.path);
         let flags = event.flags as u8 | if undo { HAS_UNDO } else { 0 };
+        let mut row = Vec::with_capacity(40 + pkey.len());
         RevEntry {
             id: cmd.id,
             code,
             flags,
             pkey: &pkey,
         }
-        .encode_into(row);
+        .encode_into(&mut row);
+        self.revs.insert(rev as u64, row.as_slice())?;
         fresh.insert(cmd.id, (rev, code));
         let membership = is_membership_path(&event.path);
         Ok(Applied {

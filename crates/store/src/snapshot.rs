@@ -235,7 +235,7 @@ impl Store {
             }
             let (files, ids) = fill(txn, &mut r)?;
             txn.open_table(tables::ACCEPTED)?
-                .retain_in(..=applied, |_, _| false)?;
+                .retain_in(..=(applied, u32::MAX), |_, _| false)?;
             let mut state = txn.open_table(tables::STATE)?;
             state.insert(tables::S_REV, tables::u64_row(rev as u64).as_slice())?;
             state.insert(tables::S_APPLIED, tables::u64_row(applied).as_slice())?;
@@ -268,9 +268,10 @@ fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<(u64,
     for t in [tables::FILES, tables::UNDO] {
         txn.delete_table(t)?;
     }
-    for t in [tables::REVS, tables::CONFIGS, tables::DECIDED] {
+    for t in [tables::REVS, tables::CONFIGS] {
         txn.delete_table(t)?;
     }
+    txn.delete_table(tables::DECIDED)?;
     let mut files_t = txn.open_table(tables::FILES)?;
     let mut revs = txn.open_table(tables::REVS)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;

@@ -338,18 +338,21 @@ impl Store {
     /// GET: the body and rev of the file at `path`, at revision `rev` (current if `None`).
     /// A missing file is `(empty, 0)`; a directory is [`StoreError::IsDir`].
     pub fn get(&self, path: &str, rev: Option<i64>) -> Result<(Bytes, i64)> {
+        let _span = tracing::trace_span!("store_get", path, ?rev).entered();
         let s = self.snap();
         s.view(s.at(rev)?).get(path)
     }
 
     /// GETDIR: the name of the `offset`-th entry (byte order) of directory `path`.
     pub fn getdir(&self, path: &str, offset: i32, rev: Option<i64>) -> Result<String> {
+        let _span = tracing::trace_span!("store_getdir", path, ?rev).entered();
         let s = self.snap();
         s.view(s.at(rev)?).getdir(path, offset)
     }
 
     /// STAT: `(rev, len)` of a file, `(-2, entries)` of a directory, `(0, 0)` when missing.
     pub fn stat(&self, path: &str, rev: Option<i64>) -> Result<(i64, i32)> {
+        let _span = tracing::trace_span!("store_stat", path, ?rev).entered();
         let s = self.snap();
         s.view(s.at(rev)?).stat(path)
     }
@@ -357,6 +360,7 @@ impl Store {
     /// WALK: the `offset`-th file matching `glob` in sorted depth-first order:
     /// `(path, body, rev)`.
     pub fn walk(&self, glob: &Glob, offset: i32, rev: Option<i64>) -> Result<(String, Bytes, i64)> {
+        let _span = debug_span!("store_walk", glob = glob.as_str(), offset, ?rev).entered();
         let s = self.snap();
         s.view(s.at(rev)?).walk(glob, offset)
     }
@@ -364,6 +368,7 @@ impl Store {
     /// WAIT: the first event at or after `from_rev` (below 1 counts as 1) whose path matches
     /// `glob`, or `None` if there is none yet. [`StoreError::TooLate`] below the history.
     pub fn wait(&self, glob: &Glob, from_rev: i64) -> Result<Option<Event>> {
+        let _span = debug_span!("store_wait", glob = glob.as_str(), from_rev).entered();
         let s = self.snap();
         let from = from_rev.max(1);
         if from <= s.floor {
@@ -432,15 +437,13 @@ impl Store {
         let applied = get_u64(&state, tables::S_APPLIED)?;
         let promised = get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO);
         let mut accepted = std::collections::BTreeMap::new();
-        for item in txn.open_table(tables::ACCEPTED)?.range(applied + 1..)? {
-            let (slot, v) = item?;
-            let (ballot, value): (Ballot, Value) = codec::decode(v.value())?;
-            accepted.insert(slot.value(), (ballot, value));
+        for (slot, raw) in tables::read_chunks(&txn.open_table(tables::ACCEPTED)?, applied + 1..)? {
+            let (ballot, value): (Ballot, Value) = codec::decode(&raw)?;
+            accepted.insert(slot, (ballot, value));
         }
         let mut decided_tail = Vec::new();
-        for item in txn.open_table(tables::DECIDED)?.range(..=applied)? {
-            let (slot, v) = item?;
-            decided_tail.push((slot.value(), codec::decode(v.value())?));
+        for (slot, raw) in tables::read_chunks(&txn.open_table(tables::DECIDED)?, ..=applied)? {
+            decided_tail.push((slot, codec::decode(&raw)?));
         }
         let mut changes: Vec<(Slot, Config)> = Vec::new();
         for item in txn.open_table(tables::CONFIGS)?.iter()? {
@@ -504,7 +507,6 @@ fn apply_batch(
         dirs: Default::default(),
     };
     let mut fresh = HashMap::new();
-    let mut row = Vec::new();
     for rec in &batch.records {
         match rec {
             Record::Promise(b) => {
@@ -519,7 +521,8 @@ fn apply_batch(
                 value,
             } => {
                 if *slot > st.applied {
-                    accepted.insert(*slot, codec::try_encode(&(ballot, value))?.as_slice())?;
+                    let raw = codec::try_encode(&(ballot, value))?;
+                    tables::put_chunks(&mut accepted, *slot, &raw, true)?;
                 }
             }
         }
@@ -537,10 +540,8 @@ fn apply_batch(
         }
         let mut membership = false;
         if let Value::Batch(cmds) = value {
-            let first_rev = st.rev + 1;
-            row.clear();
             for cmd in cmds {
-                let a = tree.apply(cmd, st.rev + 1, dedup, &mut fresh, &mut row)?;
+                let a = tree.apply(cmd, st.rev + 1, dedup, &mut fresh)?;
                 out.results.push((cmd.id, a.result));
                 if let Some(ev) = a.event {
                     st.rev += 1;
@@ -548,13 +549,10 @@ fn apply_batch(
                 }
                 membership |= a.membership;
             }
-            if st.rev >= first_rev {
-                tree.revs.insert(first_rev as u64, row.as_slice())?;
-            }
         }
-        accepted.remove(*slot)?;
+        tables::remove_chunks(&mut accepted, *slot)?;
         if opts.retain_slots > 0 {
-            decided.insert(*slot, codec::try_encode(value)?.as_slice())?;
+            tables::put_chunks(&mut decided, *slot, &codec::try_encode(value)?, false)?;
         }
         st.applied = *slot;
         if membership {
@@ -576,7 +574,8 @@ fn apply_batch(
     tree.trim(st.floor, floor, st.rev - DEDUP_WINDOW_REVS)?;
     st.floor = floor;
     if st.applied > opts.retain_slots {
-        decided.retain_in(..=(st.applied - opts.retain_slots), |_, _| false)?;
+        let cut = st.applied - opts.retain_slots;
+        decided.retain_in(..=(cut, u32::MAX), |_, _| false)?;
     }
     if st.applied > CONFIG_KEEP_SLOTS {
         let cut = st.applied - CONFIG_KEEP_SLOTS;

@@ -4,11 +4,11 @@
 //! |---|---|---|
 //! | `files` | path key ([`crate::keys`]) | [`FileRec`]: rev (8 bytes BE) + body |
 //! | `undo` | path key, `0x00`, rev (8 bytes BE) | the file's state before the change at rev, when the change replaced or deleted an existing file: a [`FileRec`] |
-//! | `revs` | first revision of a slot's commands | one [`RevEntry`] per revision: command id, result, event flags, path key |
+//! | `revs` | rev | a [`RevEntry`]: command id, result, event flags, path key |
 //! | `state` | name | the store's own counters and acceptor state (see the `S_*` names) |
 //! | `meta` | name | the server's metadata ([`crate::Store::meta_put`]) |
-//! | `accepted` | slot | encoded `(Ballot, Value)` for slots above the applied one |
-//! | `decided` | slot | encoded `Value`, kept `retain_slots` below the applied slot |
+//! | `accepted` | (slot, chunk) | encoded `(Ballot, Value)` for slots above the applied one |
+//! | `decided` | (slot, chunk) | encoded `Value`, kept `retain_slots` below the applied slot |
 //! | `configs` | slot | encoded `Config`: the membership after that slot, where it changed |
 //!
 //! The current tree is `files` alone; history is `undo` + `revs`. Creating a file writes no
@@ -18,8 +18,12 @@
 //! was missing then (a change of an existing file after `R` would have left an earlier undo
 //! record). Trimming history at floor `F` drops the undo records of revisions `<= F`: only
 //! reads at `>= F` need them. `revs` rows live until both the history and the duplicate window
-//! ([`crate::DEDUP_WINDOW_REVS`]) have passed them: one row per slot, not per command, keeps
-//! the per-command cost of a commit low.
+//! ([`crate::DEDUP_WINDOW_REVS`]) have passed them.
+//!
+//! Slot values are stored in chunks of [`CHUNK_BYTES`]: redb copies a whole leaf on every
+//! change, and a leaf holding one large value next to the one being appended made each commit
+//! rewrite the previous slot's value too (measured: ~90 KiB written per 256-command commit for
+//! a 36 KiB value). Small rows appended in key order fill leaves densely instead.
 
 use doozer_paxos::CommandId;
 use doozer_proto::ErrCode;
@@ -34,9 +38,73 @@ pub(crate) const UNDO: TableDefinition<Bin, Bin> = TableDefinition::new("undo");
 pub(crate) const REVS: TableDefinition<u64, Bin> = TableDefinition::new("revs");
 pub(crate) const STATE: TableDefinition<&str, Bin> = TableDefinition::new("state");
 pub(crate) const META: TableDefinition<&str, Bin> = TableDefinition::new("meta");
-pub(crate) const ACCEPTED: TableDefinition<u64, Bin> = TableDefinition::new("accepted");
-pub(crate) const DECIDED: TableDefinition<u64, Bin> = TableDefinition::new("decided");
+pub(crate) const ACCEPTED: TableDefinition<(u64, u32), Bin> = TableDefinition::new("accepted");
+pub(crate) const DECIDED: TableDefinition<(u64, u32), Bin> = TableDefinition::new("decided");
 pub(crate) const CONFIGS: TableDefinition<u64, Bin> = TableDefinition::new("configs");
+
+/// Size of the pieces slot values are stored in.
+pub(crate) const CHUNK_BYTES: usize = 2000;
+
+/// Stores `data` as the chunks of `slot`, replacing any previous ones.
+pub(crate) fn put_chunks(
+    t: &mut redb::Table<'_, (u64, u32), Bin>,
+    slot: u64,
+    data: &[u8],
+    replace: bool,
+) -> Result<(), StoreError> {
+    if replace {
+        remove_chunks(t, slot)?;
+    }
+    if data.is_empty() {
+        t.insert((slot, 0), &[][..])?;
+    }
+    for (i, c) in data.chunks(CHUNK_BYTES).enumerate() {
+        t.insert((slot, i as u32), c)?;
+    }
+    Ok(())
+}
+
+/// Removes the chunks of `slot`.
+pub(crate) fn remove_chunks(
+    t: &mut redb::Table<'_, (u64, u32), Bin>,
+    slot: u64,
+) -> Result<(), StoreError> {
+    t.retain_in((slot, 0)..=(slot, u32::MAX), |_, _| false)?;
+    Ok(())
+}
+
+/// The values of every slot in `slots`, reassembled, in slot order.
+pub(crate) fn read_chunks(
+    t: &impl redb::ReadableTable<(u64, u32), Bin>,
+    slots: impl std::ops::RangeBounds<u64>,
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    use std::ops::Bound;
+    let lo = match slots.start_bound() {
+        Bound::Included(&s) => Bound::Included((s, 0)),
+        Bound::Excluded(&s) => Bound::Excluded((s, u32::MAX)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let hi = match slots.end_bound() {
+        Bound::Included(&s) => Bound::Included((s, u32::MAX)),
+        Bound::Excluded(&s) => Bound::Excluded((s, 0)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    for item in t.range::<(u64, u32)>((lo, hi))? {
+        let (k, v) = item?;
+        let (slot, i) = k.value();
+        match out.last_mut() {
+            Some((s, buf)) if *s == slot => buf.extend_from_slice(v.value()),
+            _ if i == 0 => out.push((slot, v.value().to_vec())),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "slot {slot} misses its first chunk"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// `state` row: on-disk format version.
 pub(crate) const S_FORMAT: &str = "format";
@@ -52,7 +120,7 @@ pub(crate) const S_PROMISED: &str = "promised";
 pub(crate) const S_CONFIG: &str = "config";
 
 /// The on-disk format this code writes.
-pub(crate) const FORMAT: u64 = 1;
+pub(crate) const FORMAT: u64 = 2;
 
 /// A file row: its revision and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
