@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 
 use doozer_client::fake::{FakeCluster, FakeServer};
@@ -274,9 +273,11 @@ fn watch_streams_records_until_killed() {
     f.set("/other", "ignored");
     let r2 = f.set("/w/b/c", "two\nlines");
     let expected = format!("/w/a {r1} set 3\none\n/w/b/c {r2} set 9\ntwo\nlines\n");
-    let mut got = vec![0u8; expected.len()];
-    child.stdout.as_mut().unwrap().read_exact(&mut got).unwrap();
-    assert_eq!(String::from_utf8(got).unwrap(), expected);
+    let mut out = support::Lines::new(child.stdout.take().unwrap());
+    assert_eq!(
+        String::from_utf8(out.take(expected.len())).unwrap(),
+        expected
+    );
     // Still running: watch never ends by itself.
     assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
@@ -296,16 +297,16 @@ fn watch_survives_a_lost_connection() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = support::Lines::new(child.stdout.take().unwrap());
     let r1 = f.set("/w/a", "1");
-    assert_eq!(lines.next().unwrap().unwrap(), format!("/w/a {r1} set 1"));
-    assert_eq!(lines.next().unwrap().unwrap(), "1");
+    assert_eq!(lines.next_line(), format!("/w/a {r1} set 1"));
+    assert_eq!(lines.next_line(), "1");
     // The next WAIT to arrive (on whichever node the watch is) loses its connection.
     f.cluster
         .hooks(|h| h.drop_before = Some(doozer_proto::msg::Verb::Wait));
     let r2 = f.set("/w/b", "2");
     let r3 = f.set("/w/c", "3");
-    let got: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    let got: Vec<String> = (0..4).map(|_| lines.next_line()).collect();
     assert_eq!(
         got,
         [

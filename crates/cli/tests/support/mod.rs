@@ -70,3 +70,60 @@ pub fn exp(stdout: impl AsRef<[u8]>, stderr: &str, code: i32) -> Out {
         code,
     }
 }
+
+/// A child's stdout, read on a thread so a test waits with a deadline instead of hanging
+/// forever when an expected record never comes.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    pub fn new(mut out: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match out.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send(chunk[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Lines {
+            rx,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Exactly `n` bytes; panics if they don't come within 60 s or the output ends.
+    pub fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let more = self
+                .rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("output ended or stalled for 60 s");
+            self.buf.extend_from_slice(&more);
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// The next line, without its `\n`.
+    pub fn next_line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return String::from_utf8_lossy(&line[..i]).into_owned();
+            }
+            let more = self
+                .rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("output ended or stalled for 60 s");
+            self.buf.extend_from_slice(&more);
+        }
+    }
+}
