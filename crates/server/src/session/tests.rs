@@ -877,6 +877,50 @@ async fn a_client_that_does_not_read_holds_only_its_budget() {
     writer.await.unwrap();
 }
 
+#[tokio::test]
+async fn request_bodies_in_flight_are_bounded() {
+    let node = FakeNode::new(1000);
+    // Room for one 1000-byte SET at a time: the others wait to be read, then all finish.
+    let cfg = SessionConfig {
+        request_bytes: 1500,
+        ..SessionConfig::default()
+    };
+    let mut c = connect(&node, cfg);
+    node.hold_writes(true);
+    for t in 0..10 {
+        let v = vec![b'a' + t as u8; 1000];
+        c.send(
+            req(Verb::Set, t)
+                .with_path(format!("/rb/{t}"))
+                .with_rev(-1)
+                .with_value(v),
+        )
+        .await;
+    }
+    eventually("the first write", || node.writes() == 1).await;
+    c.send(req(Verb::Rev, 100)).await;
+    node.hold_writes(false);
+    let mut tags = Vec::new();
+    for _ in 0..11 {
+        let r = c.recv().await;
+        assert!(!r.is_err(), "{r:?}");
+        tags.push(r.tag.unwrap());
+    }
+    // The REV was read only once the ninth SET had budget, so at least eight SETs had
+    // finished and answered (without the bound it would be answered first).
+    let rev_at = tags.iter().position(|t| *t == 100).unwrap();
+    assert!(rev_at >= 8, "REV answered at position {rev_at}: {tags:?}");
+    tags.sort();
+    assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100]);
+    assert_eq!(node.writes(), 10);
+    for t in 0..10u8 {
+        let r = c
+            .call(req(Verb::Get, 200).with_path(format!("/rb/{t}")))
+            .await;
+        assert_eq!(r.value.as_deref(), Some(&vec![b'a' + t; 1000][..]));
+    }
+}
+
 // ---- Access ----
 
 fn secrets(rw: Option<&str>, ro: Option<&str>) -> SessionConfig {
@@ -1039,6 +1083,10 @@ async fn answers_already_due_are_flushed_when_the_client_half_closes() {
     node.hold_writes(true);
     c.send(req(Verb::Set, 1).with_path("/h").with_rev(-1)).await;
     c.send(req(Verb::Wait, 2).with_path("/never").with_rev(1))
+        .await;
+    // A read at a rev the node will never reach while the test runs: cancelled too, or
+    // the connection could not close below.
+    c.send(req(Verb::Get, 3).with_path("/h").with_rev(1_000_000))
         .await;
     eventually("the write", || node.writes() == 1).await;
     eventually("the wait", || node.subscribers() == 1).await;
