@@ -120,6 +120,13 @@ fn child(dir: &str) {
                     _ => "other",
                 };
                 writeln!(out, "error {kind} {e}").unwrap();
+                // After a failed write the store refuses more until reopened.
+                let again = store.commit(Batch {
+                    records: vec![],
+                    decided: vec![],
+                });
+                let poisoned = matches!(again, Err(StoreError::Poisoned));
+                writeln!(out, "error then poisoned={poisoned}").unwrap();
                 out.flush().unwrap();
                 return;
             }
@@ -310,9 +317,13 @@ fn disk_full_is_a_typed_error_and_loses_nothing() {
             break;
         }
     }
+    let then = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("no line after the error");
     kid.0.wait().unwrap();
     let error = error.expect("the child stopped without an error");
     assert!(error.starts_with("error diskfull"), "{error}");
+    assert_eq!(then, "error then poisoned=true");
     let applied = check(dir.path(), reported);
     // Without the limit the store goes on.
     let s = Store::open(&store_path(dir.path()), opts()).unwrap();
