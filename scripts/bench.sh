@@ -26,14 +26,11 @@ start() { # n args...
 A0=$(start 0)
 A1=$(start 1 -a "$A0")
 A2=$(start 2 -a "$A0")
-# Wait until both joiners hold a /ctl/cal slot (voters), visible in the seed's log.
-for _ in $(seq 200); do
-  n1=$(grep -c "claimed cal slot" "$TMP/n1.log" || true)
-  n2=$(grep -c "claimed cal slot" "$TMP/n2.log" || true)
-  n=$((n1 + n2))
-  [ "$n" -ge 2 ] && break
+# Wait until all three are voters in force (the alpha window after the claims has passed).
+inforce() { grep "voters in force" "$TMP/n$1.log" | tail -1 | grep -q "n=3"; }
+for _ in $(seq 600); do
+  if inforce 0 && inforce 1 && inforce 2; then break; fi
   sleep 0.05
 done
-sleep 1 # let the alpha window pass so all three vote
 echo "cluster: $A0 $A1 $A2"
 "$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100

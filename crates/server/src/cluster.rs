@@ -244,7 +244,7 @@ async fn join_one(addr: &str, req: &JoinRequest) -> Result<Result<JoinInfo, Stri
 /// `/ctl/cal` slot while it is not a voter, and (on the leader) removes silent voters.
 pub(crate) async fn membership_task(h: Handle) {
     let core = h.core.clone();
-    let mut applied = core.applied.subscribe();
+    let mut ctl = core.ctl_changes.subscribe();
     let mut consensus = core.consensus.subscribe();
     let mut leader_since: Option<Instant> = None;
     // Re-register only a node that was registered and then removed: a joiner still
@@ -255,7 +255,7 @@ pub(crate) async fn membership_task(h: Handle) {
         tokio::select! {
             _ = core.stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
-            r = applied.changed() => if r.is_err() { return },
+            r = ctl.changed() => if r.is_err() { return },
             r = consensus.changed() => if r.is_err() { return },
         }
         let cons = core.consensus.borrow().clone();
@@ -266,7 +266,7 @@ pub(crate) async fn membership_task(h: Handle) {
         if cons.is_leader {
             let since = *leader_since.get_or_insert_with(Instant::now);
             reap_silent(&h, since).await;
-            push_membership(&h, &cons.in_force).await;
+            push_membership(&h).await;
         } else {
             leader_since = None;
         }
@@ -277,14 +277,22 @@ pub(crate) async fn membership_task(h: Handle) {
 /// On the leader: while the membership in the tree differs from the one governing the next
 /// slot, decides no-op slots so the change takes effect (`alpha` slots after it was applied)
 /// without waiting for client traffic. The original Doozer does the same with NOPs.
-async fn push_membership(h: &Handle, in_force: &doozer_paxos::Config) {
+async fn push_membership(h: &Handle) {
     let core = &h.core;
-    let tree = crate::driver::keep_voters(&core.store.config(), in_force);
-    if tree == *in_force {
-        return;
-    }
-    if let Err(e) = h.write(Op::Nop, core.cfg.write_deadline).await {
-        tracing::debug!(error = %e, "no-op to hasten a membership change failed");
+    // A change needs `alpha` slots; twice that bounds one round of this loop.
+    for _ in 0..core.cfg.alpha.saturating_mul(2).max(4) {
+        let cons = core.consensus.borrow().clone();
+        if !cons.is_leader || core.stop.is_cancelled() {
+            return;
+        }
+        let tree = crate::driver::keep_voters(&core.store.config(), &cons.in_force);
+        if tree == cons.in_force {
+            return;
+        }
+        if let Err(e) = h.write(Op::Nop, core.cfg.write_deadline).await {
+            tracing::debug!(error = %e, "no-op to hasten a membership change failed");
+            return;
+        }
     }
 }
 

@@ -55,6 +55,8 @@ pub(crate) struct Core {
     pub reads: Mutex<HashMap<u64, oneshot::Sender<ReadAnswer>>>,
     pub applied: watch::Sender<Applied>,
     pub consensus: watch::Sender<Consensus>,
+    /// Bumped whenever something under `/ctl/` changed (wakes the membership task).
+    pub ctl_changes: watch::Sender<u64>,
     pub events: broadcast::Sender<Event>,
     pub peers: PeerNet,
     pub heard: Mutex<HashMap<NodeId, Instant>>,

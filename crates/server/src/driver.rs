@@ -152,6 +152,7 @@ impl Driver {
                             rev: meta.rev,
                         });
                         self.refresh_peers();
+                        self.core.ctl_changes.send_modify(|n| *n += 1);
                     }
                     Err(e) => tracing::warn!(error = %e, "snapshot fetch failed; will retry"),
                 }
@@ -277,21 +278,21 @@ impl Driver {
         if commit.applied > self.applied.slot {
             self.engine.applied(commit.applied, &self.config);
         }
-        for (id, r) in commit.results {
-            answer_write(&self.core, id, r);
-        }
-        let mut addrs_changed = membership_changed;
-        for ev in commit.events {
-            if ev.path.starts_with("/ctl/node/") {
-                addrs_changed = true;
-            }
-            let _ = self.core.events.send(ev);
-        }
         if commit.applied >= self.applied.slot {
             self.set_applied(Applied {
                 slot: commit.applied,
                 rev: commit.rev,
             });
+        }
+        let mut ctl_changed = membership_changed;
+        for ev in commit.events {
+            if ev.path.starts_with("/ctl/") {
+                ctl_changed = true;
+            }
+            let _ = self.core.events.send(ev);
+        }
+        for (id, r) in commit.results {
+            answer_write(&self.core, id, r);
         }
         if membership_changed {
             tracing::info!(
@@ -300,8 +301,9 @@ impl Driver {
                 "membership changed (in force after alpha slots)"
             );
         }
-        if addrs_changed {
+        if ctl_changed {
             self.refresh_peers();
+            self.core.ctl_changes.send_modify(|n| *n += 1);
         }
         true
     }

@@ -73,6 +73,11 @@ struct Args {
     #[arg(long, hide = true, default_value_t = 4096)]
     retain_slots: u64,
 
+    /// Undecided slots in flight at most, and the delay (in slots) before a membership
+    /// change takes effect. Every node of a cluster must use the same value.
+    #[arg(long, hide = true, default_value_t = 50)]
+    alpha: u64,
+
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -146,6 +151,7 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
         write_deadline: secs(args.write_deadline, "--write-deadline")?,
         unsafe_local_reads: args.unsafe_local_reads,
         retain_slots: args.retain_slots,
+        alpha: args.alpha.max(1),
         ..NodeConfig::default()
     })
 }

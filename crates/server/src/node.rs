@@ -79,6 +79,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> Result<Store, StartError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| store_err(cfg, e))?;
     let opts = StoreOptions {
         hist_revs: cfg.hist_revs,
+        retain_slots: cfg.retain_slots,
         ..StoreOptions::default()
     };
     Store::open(&cfg.data_dir.join("doozer.redb"), opts).map_err(|e| store_err(cfg, e))
@@ -248,6 +249,7 @@ impl Node {
             reads: Mutex::new(HashMap::new()),
             applied: watch::channel(applied0).0,
             consensus: watch::channel(Consensus::default()).0,
+            ctl_changes: watch::channel(0).0,
             events: broadcast::channel(4096).0,
             peers: PeerNet::new(id, cluster.clone(), stop.clone()),
             heard: Mutex::new(HashMap::new()),

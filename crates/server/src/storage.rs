@@ -51,8 +51,44 @@ impl StorageThread {
     }
 }
 
+/// Counters of the storage thread, logged at debug level every [`STATS_EVERY`].
+#[derive(Default)]
+struct Stats {
+    commits: u64,
+    batches: u64,
+    records: u64,
+    slots: u64,
+    cmds: u64,
+    busy: std::time::Duration,
+}
+
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Stats {
+    fn maybe_log(&mut self, since: &mut std::time::Instant) {
+        let now = std::time::Instant::now();
+        if now.duration_since(*since) < STATS_EVERY || self.commits == 0 {
+            return;
+        }
+        tracing::debug!(
+            commits = self.commits,
+            batches = self.batches,
+            records = self.records,
+            slots = self.slots,
+            cmds = self.cmds,
+            busy_ms = self.busy.as_millis() as u64,
+            us_per_commit = (self.busy.as_micros() as u64) / self.commits,
+            "storage stats"
+        );
+        *self = Stats::default();
+        *since = now;
+    }
+}
+
 fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Completion>) {
     let mut next: Option<Job> = None;
+    let mut stats = Stats::default();
+    let mut since = std::time::Instant::now();
     loop {
         let job = match next.take() {
             Some(j) => j,
@@ -89,7 +125,22 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Co
                         Err(_) => break,
                     }
                 }
+                stats.commits += 1;
+                stats.batches += batches as u64;
+                stats.records += batch.records.len() as u64;
+                stats.slots += batch.decided.len() as u64;
+                stats.cmds += batch
+                    .decided
+                    .iter()
+                    .map(|(_, v)| match v {
+                        doozer_paxos::Value::Batch(c) => c.len() as u64,
+                        doozer_paxos::Value::Noop => 0,
+                    })
+                    .sum::<u64>();
+                let t = std::time::Instant::now();
                 let result = store.commit(batch).map_err(|e| e.to_string());
+                stats.busy += t.elapsed();
+                stats.maybe_log(&mut since);
                 let failed = result.is_err();
                 if done.send(Completion { batches, result }).is_err() || failed {
                     // After a failed commit nothing later may be written: the driver
