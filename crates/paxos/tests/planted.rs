@@ -25,6 +25,7 @@ fn is_safety(v: &Violation) -> bool {
             | "ballot"
             | "alpha"
             | "stability"
+            | "phase1"
     )
 }
 
@@ -253,4 +254,20 @@ fn state_checker_catches_a_diverging_state_machine() {
         ..Planted::default()
     };
     assert_caught_by("diverge_state", planted, &["state"]);
+}
+
+#[test]
+fn phase1_checker_catches_a_leader_skipping_phase1() {
+    let engine = Faults {
+        skip_phase1: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "skip_phase1",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["phase1"],
+    );
 }

@@ -92,6 +92,8 @@ pub struct Checker {
     promised: BTreeMap<NodeId, Ballot>,
     /// Highest ballot each node has durably accepted in each slot.
     accepted: BTreeMap<(NodeId, Slot), Ballot>,
+    /// Who durably promised each ballot.
+    promised_by: BTreeMap<Ballot, BTreeSet<NodeId>>,
     /// Durable accepts of each slot: ballot -> (value hash, acceptors).
     votes: BTreeMap<Slot, Votes>,
     /// The durable accepts of a slot as they stood when any node first decided it, kept until
@@ -354,6 +356,7 @@ impl Checker {
                 Record::Promise(b) => {
                     let p = self.promised.entry(node).or_insert(Ballot::ZERO);
                     *p = (*p).max(*b);
+                    self.promised_by.entry(*b).or_default().insert(node);
                 }
                 Record::Accept {
                     slot,
@@ -382,6 +385,15 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// Whether a majority of `config`'s voters durably promised `ballot`: what a leader needs
+    /// before proposing at `ballot` in a slot `config` governs (phase 1 must cover every
+    /// config in the range it claims, not just the one it started under).
+    pub fn promised_by_quorum(&self, ballot: Ballot, config: &Config) -> bool {
+        self.promised_by
+            .get(&ballot)
+            .is_some_and(|nodes| config.is_quorum(nodes.iter()))
     }
 
     /// Forgets per-slot acceptor facts at or below `slot` (every node has applied it).

@@ -524,6 +524,17 @@ impl World {
                 );
                 self.check.report(self.now, "alpha", detail);
             }
+            Message::Accept { ballot, slot, .. } => {
+                let config = node.machine.config_at(*slot);
+                if !self.check.promised_by_quorum(*ballot, &config) {
+                    let detail = format!(
+                        "{} proposed slot {slot} at {ballot} without promises for it from a majority of that slot's voters {:?}",
+                        node.id,
+                        config.voters.iter().map(|v| Self::short(*v)).collect::<Vec<_>>()
+                    );
+                    self.check.report(self.now, "phase1", detail);
+                }
+            }
             _ => {}
         }
     }
