@@ -18,6 +18,9 @@
 //!   with the protocol's [`ErrCode`].
 //! * TLS (rustls, ring) with [`TlsOptions`]: the cluster's CA and an optional client
 //!   certificate.
+//! * Feature `fake-server`: module `fake`, an in-memory server speaking real frames (plain or
+//!   TLS, with hooks that stall or drop requests), for testing programs that use this
+//!   client without a cluster; the example below runs against it.
 //!
 //! ```
 //! use doozer_client::{Client, ClientError, ErrCode};
