@@ -113,18 +113,24 @@ fn reads(files: u64) {
         files as f64 / t
     );
 
-    for threads in [1, 2] {
+    for threads in [1u64, 2] {
         let total = 2_000_000u64;
+        // Random keys, made before the clock starts.
+        let keys: Vec<Vec<String>> = (0..threads)
+            .map(|th| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(th);
+                (0..100_000)
+                    .map(|_| path(rng.gen_range(0..files)))
+                    .collect()
+            })
+            .collect();
         let start = Instant::now();
         std::thread::scope(|s| {
-            for th in 0..threads {
+            for keys in &keys {
                 let store = store.clone();
                 s.spawn(move || {
-                    let mut rng = rand::rngs::StdRng::seed_from_u64(th);
-                    let keys: Vec<String> =
-                        (0..10_000).map(|_| path(rng.gen_range(0..files))).collect();
                     for k in 0..total / threads {
-                        let (v, rev) = store.get(&keys[(k % 10_000) as usize], None).unwrap();
+                        let (v, rev) = store.get(&keys[(k % 100_000) as usize], None).unwrap();
                         assert!(rev > 0 && v.len() == 100);
                     }
                 });
