@@ -11,8 +11,8 @@
 //!
 //! Everything a connection holds is bounded (`SessionConfig`): outstanding requests (the
 //! reader stops reading while the limit is reached, which pushes back on the client through
-//! TCP), bytes of request bodies in flight, and bytes of responses queued for a client that
-//! does not read. Closing the connection cancels its WAITs and reads at future revisions;
+//! TCP), bytes of request bodies in flight, GETs and WALKs holding a file body not yet
+//! queued, and bytes of responses queued for a client that does not read. Closing the connection cancels its WAITs and reads at future revisions;
 //! requests that are bounded by a deadline (writes, linearizable reads) finish and their
 //! answers are flushed first, so a client that half-closes still gets them.
 //!
