@@ -413,6 +413,25 @@ impl Cluster {
         self.views.lock().unwrap_or_else(|p| p.into_inner())[i] = None;
     }
 
+    /// Stops node `i` gracefully (SIGTERM), falling back to SIGKILL after `grace`.
+    /// Returns false if it had to be killed.
+    pub async fn terminate(&mut self, i: usize, grace: Duration) -> bool {
+        let mut clean = true;
+        let node = &mut self.nodes[i];
+        if let Some(child) = node.child.as_mut() {
+            if node.paused {
+                signal(child, libc::SIGCONT);
+            }
+            signal(child, libc::SIGTERM);
+            clean = tokio::time::timeout(grace, child.wait()).await.is_ok();
+        }
+        if !clean {
+            warn!(node = i, ?grace, "node ignored SIGTERM; killing it");
+        }
+        self.kill(i).await;
+        clean
+    }
+
     /// Restarts a killed node from its data directory. A node that does not come back is
     /// a finding, not a harness failure: it is recorded in [`Cluster::crashes`] and the
     /// run goes on without it.

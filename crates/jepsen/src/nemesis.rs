@@ -31,7 +31,7 @@ pub enum Family {
     Kill,
     /// SIGSTOP of a random node or of the leader, SIGCONT when the fault lifts.
     Pause,
-    /// Every node restarted (SIGKILL, restart, wait for it) one after the other.
+    /// Every node restarted (SIGTERM, restart, wait for it) one after the other.
     Restart,
 }
 
@@ -286,15 +286,27 @@ pub async fn inject(
             (format!("SIGSTOP {tag}n{x}"), Undo::Resume(x))
         }
         Family::Restart => {
-            // Rolling restart: done in full right here, one node at a time.
+            // Rolling restart, done in full right here, one node at a time: a graceful
+            // stop (SIGTERM, SIGKILL after 5 s), a restart, and a moment to settle.
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(rng);
+            let mut forced = Vec::new();
             for &x in &order {
-                c.kill(x).await;
+                if !c.terminate(x, Duration::from_secs(5)).await {
+                    forced.push(x);
+                }
                 c.restart(x).await?;
                 tokio::time::sleep(Duration::from_millis(700)).await;
             }
-            (format!("rolling restart {}", list(&order)), Undo::Nothing)
+            let note = if forced.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} ignored SIGTERM and were killed)", list(&forced))
+            };
+            (
+                format!("rolling restart {}{note}", list(&order)),
+                Undo::Nothing,
+            )
         }
     };
     tracing::info!(family = family.name(), %what, "fault");
