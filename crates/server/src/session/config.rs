@@ -13,10 +13,10 @@ pub const MAX_OUTSTANDING: usize = 4096;
 /// Bytes of request frames a connection may have in flight at once.
 pub const REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// Bytes of responses that may wait for a client that does not read.
-pub const RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+pub const RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// GETs and WALKs per connection holding a file body read from the store and not yet
 /// queued for the socket.
-pub const VALUE_READS: usize = 64;
+pub const VALUE_READS: usize = 16;
 
 /// How client sessions behave. [`SessionConfig::default`] has the design's limits, no
 /// secrets, and a 10 s deadline.
