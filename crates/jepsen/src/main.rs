@@ -58,6 +58,10 @@ enum Cmd {
         /// index): the checker should find stale reads.
         #[arg(long)]
         unsafe_local_reads: bool,
+        /// Run this many times, with seeds seed, seed+1, ..., each into OUT/seed-<n>;
+        /// stops at the first failing run.
+        #[arg(long, default_value_t = 1)]
+        runs: u64,
     },
     /// Check a history.jsonl of the register workload for linearizability.
     Check {
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             keys,
             client_timeout,
             unsafe_local_reads,
+            runs,
         } => {
             let nemesis = match parse_families(&nemesis) {
                 Ok(n) => n,
@@ -140,22 +145,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let cfg = RunConfig {
-                spec: WorkloadSpec {
-                    workload,
-                    clients,
-                    keys,
-                    time,
-                    seed,
-                    client_timeout,
-                    recovery: Duration::from_secs(30),
-                },
-                nodes,
-                nemesis,
-                out,
-                doozerd,
-                unsafe_local_reads,
-            };
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -163,24 +152,55 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(&cfg)) {
-                Ok(outcome) => {
-                    match std::fs::read_to_string(&outcome.report_txt) {
-                        Ok(t) => print!("{t}"),
-                        Err(e) => eprintln!("doozer-jepsen: {e}"),
-                    }
-                    println!("reports in {}", cfg.out.display());
-                    if outcome.verdicts.passed() {
-                        ExitCode::SUCCESS
+            for k in 0..runs.max(1) {
+                let seed = seed.wrapping_add(k);
+                let cfg = RunConfig {
+                    spec: WorkloadSpec {
+                        workload,
+                        clients,
+                        keys,
+                        time,
+                        seed,
+                        client_timeout,
+                        recovery: Duration::from_secs(30),
+                    },
+                    nodes,
+                    nemesis: nemesis.clone(),
+                    out: if runs > 1 {
+                        out.join(format!("seed-{seed}"))
                     } else {
-                        ExitCode::FAILURE
+                        out.clone()
+                    },
+                    doozerd: doozerd.clone(),
+                    unsafe_local_reads,
+                };
+                match rt.block_on(run(&cfg)) {
+                    Ok(outcome) => {
+                        match std::fs::read_to_string(&outcome.report_txt) {
+                            Ok(t) => print!("{t}"),
+                            Err(e) => eprintln!("doozer-jepsen: {e}"),
+                        }
+                        println!("reports in {}", cfg.out.display());
+                        if !outcome.verdicts.passed() {
+                            if runs > 1 {
+                                println!("run {} of {runs} (seed {seed}) FAILED", k + 1);
+                            }
+                            return ExitCode::FAILURE;
+                        }
                     }
-                }
-                Err(e) => {
-                    eprintln!("doozer-jepsen: run failed: {e}");
-                    ExitCode::from(3)
+                    Err(e) => {
+                        eprintln!("doozer-jepsen: run failed (seed {seed}): {e}");
+                        return ExitCode::from(3);
+                    }
                 }
             }
+            if runs > 1 {
+                println!(
+                    "all {runs} runs passed (seeds {seed}..={})",
+                    seed.wrapping_add(runs - 1)
+                );
+            }
+            ExitCode::SUCCESS
         }
     }
 }
