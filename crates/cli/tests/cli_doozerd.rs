@@ -1,10 +1,13 @@
 //! The real `doozer` binary against real `doozerd` processes on 127.0.0.1: exact stdout,
 //! stderr and exit status of every command, errors included.
 //!
-//! The `doozerd` binary is not built by these tests (cargo only builds a package's own
-//! binaries for its tests). Build it first with `cargo build -p doozerd` (same profile as
-//! the tests: `cargo test` uses target/debug), or point `DOOZERD_BIN` at one. A missing
-//! binary fails every test here with that instruction; it is never skipped silently.
+//! Where `doozerd` comes from: cargo sets `CARGO_BIN_EXE_*` only for a package's own
+//! binaries, so these tests look for `doozerd` next to the `doozer` under test
+//! (target/<profile>/doozerd), or at `$DOOZERD_BIN`. `cargo test --workspace` builds it
+//! (the doozerd package has integration tests, so cargo builds its binaries, and all
+//! building happens before any test runs). With `cargo test -p doozer-cli` alone, run
+//! `cargo build -p doozerd` first, or a stale binary may be tested. A missing binary fails
+//! every test here with that instruction; it is never skipped silently.
 
 mod support;
 
@@ -505,9 +508,9 @@ fn three_nodes_fail_over() {
 }
 
 /// Waits until every node in `nodes` holds a `/ctl/cal` slot, then sends 60 NOPs one
-/// after another: a voter takes part only `alpha` (50) slots after its claim, and an idle
-/// cluster decides no slots, so the NOPs move it past that window. After this, the cluster
-/// survives the loss of any one of three voters.
+/// after another. A voter takes part only `alpha` (50) slots after its claim; the NOPs take
+/// the cluster past that window whether or not the leader fills it by itself. After this,
+/// the cluster survives the loss of any one of three voters.
 fn settle(seed: &Doozerd, nodes: &[&Doozerd]) {
     let u = seed.uri();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -581,8 +584,7 @@ fn cluster_keeps_a_leader_after_a_restart_and_a_death() {
     // A voter restarted on its data directory (no flags) comes back with its id, address
     // and slot, so after it is in force again the cluster survives another voter's death.
     // (Without `settle`, a death inside the alpha window after a claim can leave the old
-    // configuration without a quorum: "OTHER: no leader". That is the alpha rule, not a
-    // bug, but an idle cluster only leaves that window when something writes.)
+    // configuration without a quorum: "OTHER: no leader". That is the alpha rule.)
     let seed = node();
     let n1 = Doozerd::start(&["-a", &seed.addr], &[]);
     let mut n2 = Doozerd::start(&["-a", &seed.addr], &[]);
