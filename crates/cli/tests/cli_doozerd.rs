@@ -331,6 +331,11 @@ fn wait_and_watch() {
         ),
         exp("", "Error: wait timeout\n", 2)
     );
+    // A NOP is an event at "/" with no set/del word (two spaces) and an empty body.
+    assert_eq!(dz(&u, &["nop"]), exp("", "", 0));
+    let o = dz(&u, &["wait", "-r", &(rd + 1).to_string(), "/**"]);
+    let rn: i64 = o.text().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(o, exp(format!("/ {rn}  0\n\n"), "", 0));
     assert_eq!(
         dz(&u, &["wait", "/w/[x"]),
         exp("", "Error: OTHER: invalid glob pattern: /w/[x\n", 2)
