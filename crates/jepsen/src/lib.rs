@@ -29,6 +29,8 @@
 //! assert_eq!(report.first_anomaly(&history).unwrap().op_index, 1);
 //! ```
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

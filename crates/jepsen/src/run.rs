@@ -9,7 +9,7 @@ use std::time::Duration;
 use doozer_client::{Client, ClientError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tracing::info;
+use tracing::{info, info_span, Instrument};
 
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::history::{self, HistoryError, Op};
@@ -136,19 +136,25 @@ where
         let rng =
             ChaCha8Rng::seed_from_u64(spec.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(id + 1)));
         let rec = rec.clone();
+        let span = info_span!("client", id, workload = spec.workload.name());
         handles.push(match spec.workload {
-            Workload::Register => tokio::spawn(workload::register_client(
-                id, client, rec, spec.keys, until, rng,
-            )),
-            Workload::Set => tokio::spawn(workload::set_client(id, client, rec, until)),
-            Workload::Watch => tokio::spawn(workload::watch_writer(
-                id,
-                client,
-                rec,
-                watchers.as_ref().expect("started above").acked.clone(),
-                until,
-                rng,
-            )),
+            Workload::Register => tokio::spawn(
+                workload::register_client(id, client, rec, spec.keys, until, rng).instrument(span),
+            ),
+            Workload::Set => {
+                tokio::spawn(workload::set_client(id, client, rec, until).instrument(span))
+            }
+            Workload::Watch => tokio::spawn(
+                workload::watch_writer(
+                    id,
+                    client,
+                    rec,
+                    watchers.as_ref().expect("started above").acked.clone(),
+                    until,
+                    rng,
+                )
+                .instrument(span),
+            ),
         });
     }
     let (faults, _) = tokio::join!(nemesis, futures::future::join_all(handles));
@@ -316,6 +322,16 @@ async fn run_nemesis(
 
 /// Runs the harness: see the crate docs.
 pub async fn run(cfg: &RunConfig) -> Result<Outcome, RunError> {
+    let span = info_span!(
+        "run",
+        workload = cfg.spec.workload.name(),
+        seed = cfg.spec.seed,
+        nodes = cfg.nodes
+    );
+    run_inner(cfg).instrument(span).await
+}
+
+async fn run_inner(cfg: &RunConfig) -> Result<Outcome, RunError> {
     let io = |what: &str, p: &Path| {
         let what = format!("{what} {}", p.display());
         move |source| RunError::Io { what, source }
