@@ -74,6 +74,15 @@ pub enum StoreError {
     /// Data on disk that this code did not write, or damaged data.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The file was written in an on-disk format this code does not read (an older or newer
+    /// version of doozer-rs). Nothing was changed in it.
+    #[error("store file has on-disk format {found}; this build reads format {supported} only")]
+    UnsupportedFormat {
+        /// The format recorded in the file.
+        found: u64,
+        /// The format this code reads and writes.
+        supported: u64,
+    },
     /// The disk (or the file size limit) is full: nothing of the failed write was kept.
     #[error("disk full: {0}")]
     DiskFull(io::Error),

@@ -26,6 +26,11 @@ use crate::tables::{self, FileRec, RevEntry};
 
 const MAGIC: &[u8; 8] = b"DZSNAP01";
 
+/// The version of the snapshot stream (its header's `format`), independent of the on-disk
+/// format: the stream carries no slot tables, so stores of formats 2 and 3 exchange
+/// snapshots of version 2.
+const SNAPSHOT_FORMAT: u64 = 2;
+
 #[derive(Debug, Serialize, Deserialize)]
 enum Item {
     Header {
@@ -143,7 +148,7 @@ impl Store {
         };
         w.raw(MAGIC)?;
         w.item(&Item::Header {
-            format: tables::FORMAT,
+            format: SNAPSHOT_FORMAT,
             rev,
             applied,
             config,
@@ -213,7 +218,7 @@ impl Store {
         r.crc.update(&magic);
         let (rev, applied, config) = match r.item()?.0 {
             Item::Header {
-                format: tables::FORMAT,
+                format: SNAPSHOT_FORMAT,
                 rev,
                 applied,
                 config,
@@ -234,7 +239,10 @@ impl Store {
                 });
             }
             let (files, ids) = fill(txn, &mut r)?;
-            txn.open_table(tables::ACCEPTED)?
+            // Slots up to the snapshot's are settled by it; accepts above stay.
+            txn.open_table(tables::SLOT_META)?
+                .retain_in(..=applied, |_, _| false)?;
+            txn.open_table(tables::SLOT_VALUES)?
                 .retain_in(..=(applied, u32::MAX), |_, _| false)?;
             let mut state = txn.open_table(tables::STATE)?;
             state.insert(tables::S_REV, tables::u64_row(rev as u64).as_slice())?;
@@ -271,12 +279,10 @@ fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<(u64,
     for t in [tables::REVS, tables::CONFIGS] {
         txn.delete_table(t)?;
     }
-    txn.delete_table(tables::DECIDED)?;
     let mut files_t = txn.open_table(tables::FILES)?;
     let mut revs = txn.open_table(tables::REVS)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;
     txn.open_table(tables::UNDO)?;
-    txn.open_table(tables::DECIDED)?;
     let mut ids = Ids::new();
     let mut files = 0;
     loop {

@@ -143,15 +143,9 @@ fn poisons(e: &StoreError) -> bool {
     )
 }
 
-/// Opens every table so that readers find them, and checks the format.
+/// Checks the format (before touching any other table, so that a file of another format is
+/// refused unchanged), then opens every table so that readers find them.
 fn init_tables(txn: &WriteTransaction) -> Result<()> {
-    txn.open_table(tables::FILES)?;
-    txn.open_table(tables::UNDO)?;
-    txn.open_table(tables::REVS)?;
-    txn.open_table(tables::META)?;
-    txn.open_table(tables::ACCEPTED)?;
-    txn.open_table(tables::DECIDED)?;
-    txn.open_table(tables::CONFIGS)?;
     let mut state = txn.open_table(tables::STATE)?;
     let format = state
         .get(tables::S_FORMAT)?
@@ -162,8 +156,20 @@ fn init_tables(txn: &WriteTransaction) -> Result<()> {
             state.insert(tables::S_FORMAT, tables::u64_row(tables::FORMAT).as_slice())?;
         }
         Some(tables::FORMAT) => {}
-        Some(f) => return Err(StoreError::Corrupt(format!("unsupported store format {f}"))),
+        Some(found) => {
+            return Err(StoreError::UnsupportedFormat {
+                found,
+                supported: tables::FORMAT,
+            })
+        }
     }
+    txn.open_table(tables::FILES)?;
+    txn.open_table(tables::UNDO)?;
+    txn.open_table(tables::REVS)?;
+    txn.open_table(tables::META)?;
+    txn.open_table(tables::SLOT_META)?;
+    txn.open_table(tables::SLOT_VALUES)?;
+    txn.open_table(tables::CONFIGS)?;
     Ok(())
 }
 
@@ -437,13 +443,27 @@ impl Store {
         let applied = get_u64(&state, tables::S_APPLIED)?;
         let promised = get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO);
         let mut accepted = std::collections::BTreeMap::new();
-        for (slot, raw) in tables::read_chunks(&txn.open_table(tables::ACCEPTED)?, applied + 1..)? {
-            let (ballot, value): (Ballot, Value) = codec::decode(&raw)?;
-            accepted.insert(slot, (ballot, value));
-        }
         let mut decided_tail = Vec::new();
-        for (slot, raw) in tables::read_chunks(&txn.open_table(tables::DECIDED)?, ..=applied)? {
-            decided_tail.push((slot, codec::decode(&raw)?));
+        let values = tables::read_chunks(&txn.open_table(tables::SLOT_VALUES)?, ..)?;
+        let mut values: std::collections::BTreeMap<Slot, Vec<u8>> = values.into_iter().collect();
+        for item in txn.open_table(tables::SLOT_META)?.iter()? {
+            let (slot, meta) = item?;
+            let slot = slot.value();
+            let raw = values
+                .remove(&slot)
+                .ok_or_else(|| StoreError::Corrupt(format!("slot {slot} has no value")))?;
+            let value: Value = codec::decode(&raw)?;
+            match meta.value().split_first() {
+                Some((&tables::SLOT_ACCEPTED, b)) if slot > applied => {
+                    accepted.insert(slot, (codec::decode(b)?, value));
+                }
+                Some((&tables::SLOT_DECIDED, _)) if slot <= applied => {
+                    decided_tail.push((slot, value))
+                }
+                // An accept of a slot applied since, or a decision above applied: stale.
+                Some((&tables::SLOT_ACCEPTED, _)) | Some((&tables::SLOT_DECIDED, _)) => {}
+                _ => return Err(StoreError::Corrupt(format!("slot {slot} meta"))),
+            }
         }
         let mut changes: Vec<(Slot, Config)> = Vec::new();
         for item in txn.open_table(tables::CONFIGS)?.iter()? {
@@ -497,8 +517,8 @@ fn apply_batch(
     dedup: &Dedup,
 ) -> Result<(Commit, DedupUpdate)> {
     let mut state = txn.open_table(tables::STATE)?;
-    let mut accepted = txn.open_table(tables::ACCEPTED)?;
-    let mut decided = txn.open_table(tables::DECIDED)?;
+    let mut slot_meta = txn.open_table(tables::SLOT_META)?;
+    let mut slot_values = txn.open_table(tables::SLOT_VALUES)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;
     let mut tree = Tree {
         files: txn.open_table(tables::FILES)?,
@@ -521,8 +541,10 @@ fn apply_batch(
                 value,
             } => {
                 if *slot > st.applied {
-                    let raw = codec::try_encode(&(ballot, value))?;
-                    tables::put_chunks(&mut accepted, *slot, &raw, true)?;
+                    tables::put_chunks(&mut slot_values, *slot, &codec::try_encode(value)?, true)?;
+                    let mut meta = vec![tables::SLOT_ACCEPTED];
+                    meta.extend_from_slice(&codec::try_encode(ballot)?);
+                    slot_meta.insert(*slot, meta.as_slice())?;
                 }
             }
         }
@@ -550,9 +572,23 @@ fn apply_batch(
                 membership |= a.membership;
             }
         }
-        tables::remove_chunks(&mut accepted, *slot)?;
         if opts.retain_slots > 0 {
-            tables::put_chunks(&mut decided, *slot, &codec::try_encode(value)?, false)?;
+            // Usually the value was accepted here unchanged: then deciding it is a flag.
+            let raw = codec::try_encode(value)?;
+            let was_accepted = slot_meta
+                .get(*slot)?
+                .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
+            let same = was_accepted
+                && tables::read_chunks(&slot_values, *slot..=*slot)?
+                    .first()
+                    .is_some_and(|(_, v)| *v == raw);
+            if !same {
+                tables::put_chunks(&mut slot_values, *slot, &raw, true)?;
+            }
+            slot_meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
+        } else {
+            tables::remove_chunks(&mut slot_values, *slot)?;
+            slot_meta.remove(*slot)?;
         }
         st.applied = *slot;
         if membership {
@@ -575,7 +611,8 @@ fn apply_batch(
     st.floor = floor;
     if st.applied > opts.retain_slots {
         let cut = st.applied - opts.retain_slots;
-        decided.retain_in(..=(cut, u32::MAX), |_, _| false)?;
+        slot_meta.retain_in(..=cut, |_, _| false)?;
+        slot_values.retain_in(..=(cut, u32::MAX), |_, _| false)?;
     }
     if st.applied > CONFIG_KEEP_SLOTS {
         let cut = st.applied - CONFIG_KEEP_SLOTS;

@@ -7,8 +7,8 @@
 //! | `revs` | rev | a [`RevEntry`]: command id, result, event flags, path key |
 //! | `state` | name | the store's own counters and acceptor state (see the `S_*` names) |
 //! | `meta` | name | the server's metadata ([`crate::Store::meta_put`]) |
-//! | `accepted` | (slot, chunk) | encoded `(Ballot, Value)` for slots above the applied one |
-//! | `decided` | (slot, chunk) | encoded `Value`, kept `retain_slots` below the applied slot |
+//! | `slot_meta` | slot | accepted at a ballot (slots above the applied one), or decided (kept `retain_slots` below it) |
+//! | `slot_values` | (slot, chunk) | the slot's encoded `Value`: accepted, then decided |
 //! | `configs` | slot | encoded `Config`: the membership after that slot, where it changed |
 //!
 //! The current tree is `files` alone; history is `undo` + `revs`. Creating a file writes no
@@ -23,7 +23,9 @@
 //! Slot values are stored in chunks of [`CHUNK_BYTES`]: redb copies a whole leaf on every
 //! change, and a leaf holding one large value next to the one being appended made each commit
 //! rewrite the previous slot's value too (measured: ~90 KiB written per 256-command commit for
-//! a 36 KiB value). Small rows appended in key order fill leaves densely instead.
+//! a 36 KiB value). Small rows appended in key order fill leaves densely instead. A value
+//! accepted and then decided unchanged is written once: deciding it only flips its
+//! `slot_meta` row.
 
 use doozer_paxos::CommandId;
 use doozer_proto::ErrCode;
@@ -38,8 +40,14 @@ pub(crate) const UNDO: TableDefinition<Bin, Bin> = TableDefinition::new("undo");
 pub(crate) const REVS: TableDefinition<u64, Bin> = TableDefinition::new("revs");
 pub(crate) const STATE: TableDefinition<&str, Bin> = TableDefinition::new("state");
 pub(crate) const META: TableDefinition<&str, Bin> = TableDefinition::new("meta");
-pub(crate) const ACCEPTED: TableDefinition<(u64, u32), Bin> = TableDefinition::new("accepted");
-pub(crate) const DECIDED: TableDefinition<(u64, u32), Bin> = TableDefinition::new("decided");
+pub(crate) const SLOT_META: TableDefinition<u64, Bin> = TableDefinition::new("slot_meta");
+pub(crate) const SLOT_VALUES: TableDefinition<(u64, u32), Bin> =
+    TableDefinition::new("slot_values");
+
+/// A `slot_meta` row: the slot's value was accepted at a ballot (encoded after this byte).
+pub(crate) const SLOT_ACCEPTED: u8 = 1;
+/// A `slot_meta` row: the slot's value is the decided one.
+pub(crate) const SLOT_DECIDED: u8 = 2;
 pub(crate) const CONFIGS: TableDefinition<u64, Bin> = TableDefinition::new("configs");
 
 /// Size of the pieces slot values are stored in.
@@ -119,8 +127,10 @@ pub(crate) const S_PROMISED: &str = "promised";
 /// `state` row: current membership (encoded).
 pub(crate) const S_CONFIG: &str = "config";
 
-/// The on-disk format this code writes.
-pub(crate) const FORMAT: u64 = 2;
+/// The on-disk format this code reads and writes. 1: unchunked `accepted`/`decided` slot
+/// tables; 2: chunked `accepted`/`decided`; 3: `slot_meta` + `slot_values`. Opening a file
+/// of another format is [`StoreError::UnsupportedFormat`].
+pub(crate) const FORMAT: u64 = 3;
 
 /// A file row: its revision and body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -184,3 +184,120 @@ fn a_second_open_of_the_same_file_is_refused() {
         again.err()
     );
 }
+
+#[test]
+fn decided_values_win_over_accepted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let opts = StoreOptions {
+        retain_slots: 10,
+        ..StoreOptions::default()
+    };
+    let s = Store::open(&path, opts.clone()).unwrap();
+    // A value of several chunks, accepted and decided unchanged; another accepted value
+    // replaced by a different decision; a decision with no accept here at all.
+    let big = Value::Batch(vec![cmd(1, &set("/big", -1, &"v".repeat(9_000)))]);
+    let other = Value::Batch(vec![cmd(2, &set("/o", -1, "decided"))]);
+    s.commit(Batch {
+        records: vec![
+            Record::Accept {
+                slot: 1,
+                ballot: ballot(1),
+                value: big.clone(),
+            },
+            Record::Accept {
+                slot: 2,
+                ballot: ballot(1),
+                value: big.clone(),
+            },
+            noop_accept(4, 1),
+        ],
+        decided: vec![],
+    })
+    .unwrap();
+    s.commit(Batch {
+        records: vec![],
+        decided: vec![(1, big.clone()), (2, other.clone()), (3, Value::Noop)],
+    })
+    .unwrap();
+    drop(s);
+    let s = Store::open(&path, opts).unwrap();
+    let st = s.load_engine_state(50).unwrap();
+    assert_eq!(
+        st.decided_tail,
+        vec![(1, big), (2, other), (3, Value::Noop)]
+    );
+    assert_eq!(st.accepted.keys().copied().collect::<Vec<_>>(), [4]);
+    assert_eq!(s.get("/o", None).unwrap().0, "decided");
+}
+
+#[test]
+fn with_no_retained_slots_decided_values_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let opts = StoreOptions {
+        retain_slots: 0,
+        ..StoreOptions::default()
+    };
+    let s = Store::open(&path, opts.clone()).unwrap();
+    s.commit(Batch {
+        records: vec![noop_accept(1, 1), noop_accept(2, 1)],
+        decided: vec![(1, Value::Noop)],
+    })
+    .unwrap();
+    drop(s);
+    let st = Store::open(&path, opts)
+        .unwrap()
+        .load_engine_state(50)
+        .unwrap();
+    assert!(st.decided_tail.is_empty());
+    assert_eq!(st.accepted.keys().copied().collect::<Vec<_>>(), [2]);
+}
+
+#[test]
+fn a_file_of_another_format_is_refused_unchanged() {
+    use redb::{TableDefinition, TableHandle};
+    let state = TableDefinition::<&str, &[u8]>::new("state");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    // A format-2 file as the previous release wrote it: chunked `accepted`/`decided` tables.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut st = txn.open_table(state).unwrap();
+            st.insert("format", 2u64.to_be_bytes().as_slice()).unwrap();
+            st.insert("applied", 5u64.to_be_bytes().as_slice()).unwrap();
+            let accepted = TableDefinition::<(u64, u32), &[u8]>::new("accepted");
+            let mut acc = txn.open_table(accepted).unwrap();
+            acc.insert((6, 0), b"x".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path, StoreOptions::default()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            doozer_store::StoreError::UnsupportedFormat {
+                found: 2,
+                supported: 3
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("format 2"), "{err}");
+    // Nothing was written: no table of the new format, the old format row as it was.
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let names: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|h| h.name().to_string())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let st = txn.open_table(state).unwrap();
+    assert_eq!(
+        st.get("format").unwrap().unwrap().value(),
+        2u64.to_be_bytes().as_slice()
+    );
+}
