@@ -418,6 +418,18 @@ impl Client {
                                          possibly against the first attempt"
                                 .into(),
                         }),
+                        Some(ErrCode::Other)
+                            if retry != Retry::Always
+                                && server_outcome_unknown(resp.err_detail.as_deref()) =>
+                        {
+                            Err(ClientError::Unknown {
+                                verb,
+                                reason: format!(
+                                    "the server answered OTHER: {}",
+                                    resp.err_detail.unwrap_or_default()
+                                ),
+                            })
+                        }
                         Some(code) => Err(ClientError::Doozer {
                             code,
                             detail: resp.err_detail,
@@ -443,6 +455,18 @@ impl Client {
             failed = Some(conn);
         }
     }
+}
+
+/// Does an `OTHER` answer to a write leave its outcome open? doozer-rs answers a write that
+/// was proposed but not seen applied before its deadline with `timed out: ...`, and one
+/// interrupted by shutdown or a storage failure with `node is shutting down` / `storage:
+/// ...`: the command may still be decided and applied. `no leader` and `busy` mean it was
+/// never proposed, and `permission denied` that it was refused: certain failures.
+fn server_outcome_unknown(detail: Option<&str>) -> bool {
+    let d = detail.unwrap_or("");
+    ["timed out", "node is shutting down", "storage"]
+        .iter()
+        .any(|p| d.starts_with(p))
 }
 
 fn write_retry(rev: i64) -> Retry {

@@ -18,8 +18,9 @@ pub enum ClientError {
         detail: Option<String>,
     },
     /// A write was sent but the connection was lost or its deadline passed before the
-    /// answer came: it may or may not have been applied. It was not retried, because a
-    /// retry could apply it twice. Read the data to find out.
+    /// answer came, or the server answered that it could not tell (`OTHER: timed out`
+    /// after proposing it): it may or may not have been applied. It was not retried,
+    /// because a retry could apply it twice. Read the data to find out.
     #[error("unknown outcome of {verb}: {reason}")]
     Unknown {
         /// The verb (`"SET"`, `"DEL"`, `"NOP"`).

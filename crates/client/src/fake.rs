@@ -4,7 +4,8 @@
 //! its own 127.0.0.1 port and serves that same tree, so a client can fail over between two
 //! servers and see the same data, as with a real cluster. A server can be stopped (its
 //! listener and every connection close at once) and [`Hooks`] make it misbehave on purpose:
-//! stall a verb forever, or drop the connection before or after applying a request.
+//! stall a verb forever, drop the connection before or after applying a request, or apply
+//! one and answer it with an error (a write that timed out in the server).
 //!
 //! It follows doozer-protocol.md §2 closely enough for client tests (rev rules, implicit
 //! directories, sorted listings, WAIT history, reads at a revision, secrets) but is no
@@ -47,6 +48,10 @@ pub struct Hooks {
     pub drop_before: Option<Verb>,
     /// The next request with this verb is applied, then its connection closes unanswered.
     pub drop_after: Option<Verb>,
+    /// The next request with this verb is applied, then answered `OTHER` with this detail
+    /// instead of its result (as doozerd answers a write whose deadline passed after it
+    /// was proposed: `timed out: the write may or may not have been applied`).
+    pub fail_after: Option<(Verb, String)>,
 }
 
 struct Data {
@@ -487,7 +492,7 @@ where
         };
         let Some(Ok(req)) = req else { break };
         let verb = req.known_verb();
-        let (stall, before, after) = {
+        let (stall, before, after, fail) = {
             let mut h = cluster.state.hooks.lock().unwrap();
             let stall = verb.is_some_and(|v| h.stall.contains(&v));
             let before = verb.is_some() && h.drop_before == verb;
@@ -498,7 +503,11 @@ where
             if after {
                 h.drop_after = None;
             }
-            (stall, before, after)
+            let fail = match &h.fail_after {
+                Some((v, _)) if Some(*v) == verb => h.fail_after.take().map(|(_, d)| d),
+                _ => None,
+            };
+            (stall, before, after, fail)
         };
         if before {
             let _ = tx.send(None);
@@ -514,10 +523,14 @@ where
         let authed = authed.clone();
         let conn_stop = conn_stop.clone();
         tokio::spawn(async move {
-            let resp = tokio::select! {
+            let tag = req.tag;
+            let mut resp = tokio::select! {
                 r = handle(&cluster, req, &authed) => r,
                 _ = conn_stop.cancelled() => return,
             };
+            if let Some(detail) = fail {
+                resp = Response::err_with_detail(tag, ErrCode::Other, detail);
+            }
             if after {
                 let _ = tx.send(None);
             } else {

@@ -11,7 +11,8 @@
 //!   with [`Client::with_timeout`].
 //! * When a node dies the client reconnects to another address with backoff. Reads and
 //!   compare-and-set writes (rev ≥ 0) are retried transparently; a clobber write (rev -1) or
-//!   NOP whose answer was lost is reported as [`ClientError::Unknown`], never retried.
+//!   NOP whose answer was lost is reported as [`ClientError::Unknown`], never retried; so
+//!   is any write the server itself reports as maybe applied (`OTHER: timed out`).
 //! * [`Client::watch`] is a [`Stream`](futures::Stream) of [`Event`]s that resumes from the
 //!   last seen revision + 1 across reconnections, so it never misses or repeats an event.
 //! * Errors are a [`ClientError`]; server answers map to `ClientError::Doozer { code, .. }`

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use doozer_client::fake::FakeCluster;
 use doozer_client::{Client, ClientError, ClientOptions, ErrCode};
+use doozer_proto::msg::Verb;
 use futures::StreamExt;
 
 fn fast_opts() -> ClientOptions {
@@ -230,6 +231,40 @@ async fn lost_clobber_write_is_unknown_not_retried() {
         c.nop().await,
         Err(ClientError::Unknown { verb: "NOP", .. })
     ));
+}
+
+#[tokio::test]
+async fn server_timed_out_write_is_unknown_and_other_refusals_are_not() {
+    let cluster = FakeCluster::new();
+    let a = cluster.start().await;
+    let c = Client::connect_with(&a.uri(), fast_opts()).await.unwrap();
+    let before = cluster.rev();
+    // doozerd's answer to a write proposed but not seen applied before its deadline.
+    let timed_out = "timed out: the write may or may not have been applied";
+    cluster.hooks(|h| h.fail_after = Some((Verb::Set, timed_out.into())));
+    let e = c.set("/t", 0, "v").await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Unknown { verb: "SET", reason } if reason.contains(timed_out)),
+        "{e:?}"
+    );
+    // It was applied once (a CAS is not retried after such an answer).
+    assert_eq!(cluster.rev(), before + 1);
+    cluster.hooks(|h| h.fail_after = Some((Verb::Del, "node is shutting down".into())));
+    assert!(matches!(
+        c.del("/t", -1).await,
+        Err(ClientError::Unknown { verb: "DEL", .. })
+    ));
+    // "no leader": never proposed, a certain failure with its code.
+    cluster.hooks(|h| h.fail_after = Some((Verb::Nop, "no leader".into())));
+    let e = c.nop().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrCode::Other), "{e:?}");
+    assert_eq!(e.to_string(), "OTHER: no leader");
+    // A read answered "timed out" is just an error: nothing was changed.
+    cluster.hooks(|h| h.fail_after = Some((Verb::Get, timed_out.into())));
+    assert_eq!(
+        c.get("/t", None).await.unwrap_err().code(),
+        Some(ErrCode::Other)
+    );
 }
 
 #[tokio::test]
