@@ -272,7 +272,11 @@ pub fn text(ctx: &Context<'_>) -> String {
     for l in latency_lines(&ctx.collected.history) {
         let _ = writeln!(t, "{l}");
     }
-    let _ = writeln!(t, "\nchecks:");
+    let _ = writeln!(
+        t,
+        "\nchecks ({:.3}s):",
+        ctx.verdicts.check_time.as_secs_f64()
+    );
     let (lines, _) = verdict_lines(ctx);
     for l in lines {
         let _ = writeln!(t, "{l}");

@@ -209,6 +209,8 @@ pub struct Verdicts {
     pub watch: Option<WatchReport>,
     /// Other failures: unavailability after the heal, node crashes, watch errors.
     pub problems: Vec<String>,
+    /// Wall-clock time the checkers took.
+    pub check_time: Duration,
 }
 
 impl Verdicts {
@@ -224,6 +226,7 @@ impl Verdicts {
 /// Runs the checkers of `workload` on what was collected. `crashes` are node exits the
 /// harness did not cause.
 pub fn check(workload: Workload, c: &Collected, crashes: &[(usize, String)]) -> Verdicts {
+    let started = std::time::Instant::now();
     let mut v = Verdicts::default();
     for (node, why) in &c.unavailable {
         v.problems.push(format!(
@@ -257,6 +260,7 @@ pub fn check(workload: Workload, c: &Collected, crashes: &[(usize, String)]) -> 
             ));
         }
     }
+    v.check_time = started.elapsed();
     v
 }
 
