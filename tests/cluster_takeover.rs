@@ -41,3 +41,60 @@ fn learner_takes_the_slot_of_a_dead_voter() {
     let r = cl_c.set("/t/y", -1, b"2").unwrap();
     assert_eq!(c.get("/t/y").unwrap(), (b"2".to_vec(), r));
 }
+
+#[test]
+fn removed_voter_rejoins_when_restarted() {
+    let mut cl = Cluster::new();
+    let fast = ["--timeout", "2"];
+    cl.three_voters(&fast);
+    let leader = eventually(Duration::from_secs(10), "a leader", || {
+        (0..3).find(|&i| cl.nodes[i].is_leader())
+    });
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
+    let victim_id = cl.nodes[victim].id.clone();
+    let mut c = cl.nodes[other].client();
+    cl.nodes[victim].kill9();
+    eventually(Duration::from_secs(30), "the dead voter removed", || {
+        let gone = !Cluster::voters(&mut c).contains(&victim_id)
+            && !c.getdir_all("/ctl/node").contains(&victim_id);
+        gone.then_some(())
+    });
+    let r = c.set("/t/while-away", -1, b"w").unwrap();
+
+    // Restarted with no flags, it registers again, takes the free slot, and catches up,
+    // without disturbing the live cluster: no election while it comes back.
+    let elections = |cl: &Cluster| -> usize {
+        [leader, other]
+            .iter()
+            .map(|&i| cl.nodes[i].log_text().matches("became leader").count())
+            .sum()
+    };
+    let elections_before = elections(&cl);
+    let back = cl_restart(&mut cl, victim);
+    eventually(Duration::from_secs(30), "the node back in a slot", || {
+        Cluster::voters(&mut c).contains(&victim_id).then_some(())
+    });
+    let mut cb = cl.nodes[back].client();
+    eventually(Duration::from_secs(30), "the node caught up", || {
+        (cb.rev() >= r).then_some(())
+    });
+    assert_eq!(cb.get("/t/while-away").unwrap(), (b"w".to_vec(), r));
+    let r2 = cb.set("/t/back", -1, b"b").unwrap();
+    assert_eq!(c.get("/t/back").unwrap(), (b"b".to_vec(), r2));
+    assert_eq!(
+        elections(&cl),
+        elections_before,
+        "the rejoin caused an election"
+    );
+    assert!(cl.nodes[back]
+        .log_text()
+        .contains("no longer a voter; resuming as a learner"));
+}
+
+/// Restarts node `i` from its data directory alone; returns its new index in `nodes`.
+fn cl_restart(cl: &mut Cluster, i: usize) -> usize {
+    let p = cluster_support::Proc::start(&cl.dir(i), &cl.log(i), &[]);
+    cl.nodes.push(p);
+    cl.nodes.len() - 1
+}

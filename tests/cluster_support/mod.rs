@@ -167,8 +167,10 @@ impl Drop for Proc {
 
 /// A temporary directory holding the data directories and logs of a test's nodes.
 pub struct Cluster {
-    pub base: tempfile::TempDir,
+    // Declared first so the nodes are killed (and their logs dumped) before `base` is
+    // deleted: fields drop in declaration order.
     pub nodes: Vec<Proc>,
+    pub base: tempfile::TempDir,
 }
 
 impl Cluster {

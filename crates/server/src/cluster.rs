@@ -32,6 +32,9 @@ pub(crate) struct JoinRequest {
     pub hostname: String,
     pub version: String,
     pub cluster: String,
+    /// The asker's applied slot: 0 for a new node; a restarted member sends how far its
+    /// own state goes, so a member that knows less does not judge (or rewrite) it.
+    pub applied: u64,
 }
 
 /// What a joiner learns from the member it asked.
@@ -43,6 +46,8 @@ pub(crate) struct JoinInfo {
     pub addrs: Vec<(NodeId, String)>,
     /// The voters in that member's applied state.
     pub voters: Vec<NodeId>,
+    /// That member's applied slot when it answered (its `voters` are as of this slot).
+    pub applied: u64,
 }
 
 /// Why joining failed.
@@ -177,14 +182,24 @@ pub(crate) async fn handle_join(core: &Arc<Core>, req: JoinRequest) -> Result<Jo
             core.cluster, req.cluster
         ));
     }
-    tracing::info!(joiner = %req.id, addr = %req.addr, "registering joining node");
-    let h = Handle { core: core.clone() };
-    write_all(
-        &h,
-        registration(req.id, &req.addr, &req.hostname, &req.version),
-        core.cfg.write_deadline,
-    )
-    .await?;
+    let applied = core.applied.borrow().slot;
+    let registered = node_addrs(&core.store).get(&req.id) == Some(&req.addr);
+    if req.applied > applied {
+        // A restarted member that knows more than we do: our tree can't say whether it is
+        // registered, and rewriting its files could undo a later change.
+        tracing::info!(joiner = %req.id, its_applied = req.applied, applied, "node asking to rejoin is ahead of us; not registering it");
+    } else if registered {
+        tracing::info!(joiner = %req.id, addr = %req.addr, "node asking to join is registered already");
+    } else {
+        tracing::info!(joiner = %req.id, addr = %req.addr, "registering joining node");
+        let h = Handle { core: core.clone() };
+        write_all(
+            &h,
+            registration(req.id, &req.addr, &req.hostname, &req.version),
+            core.cfg.write_deadline,
+        )
+        .await?;
+    }
     let mut addrs: Vec<(NodeId, String)> = node_addrs(&core.store).into_iter().collect();
     if !addrs.iter().any(|(i, _)| *i == core.id) {
         addrs.push((core.id, core.advertise.clone()));
@@ -193,7 +208,43 @@ pub(crate) async fn handle_join(core: &Arc<Core>, req: JoinRequest) -> Result<Jo
         id: core.id,
         addrs,
         voters: core.store.config().voters.into_iter().collect(),
+        applied: core.applied.borrow().slot,
     })
+}
+
+/// A restarted member's side: asks every known peer at once to register it again if the
+/// cluster removed it meanwhile (a voter silent for `--timeout` loses its slot and its
+/// `/ctl/node` files). Returns the answer of the member that has applied the most, or
+/// `None` if nobody answered within `within` (a whole cluster restarting: the node resumes
+/// from its own state). Peers answer from their applied state, so a registered node is not
+/// held up by a cluster that has no quorum yet.
+pub(crate) async fn rejoin(
+    peers: &[String],
+    req: &JoinRequest,
+    within: Duration,
+) -> Option<JoinInfo> {
+    let tries = peers.iter().map(|addr| async move {
+        match tokio::time::timeout(within, join_one(addr, req)).await {
+            Ok(Ok(Ok(info))) => Some(info),
+            Ok(Ok(Err(refused))) => {
+                tracing::warn!(peer = %addr, reason = %refused, "rejoin refused");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %addr, error = %e, "rejoin: peer unreachable");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(peer = %addr, "rejoin: no answer in time");
+                None
+            }
+        }
+    });
+    futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .flatten()
+        .max_by_key(|i| i.applied)
 }
 
 /// A joiner's side: asks each address in turn until one member registers us.

@@ -37,7 +37,7 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Number of `/ctl/cal` slots a new cluster gets (`--cals`).
     pub cals: u32,
-    /// Deadline for client writes and linearizable reads (`--write-deadline`).
+    /// Deadline for client writes and linearizable reads (`--write-timeout`).
     pub write_deadline: Duration,
     /// Test only: reads skip the read index and may be stale (`--unsafe-local-reads`).
     pub unsafe_local_reads: bool,
@@ -85,6 +85,7 @@ pub(crate) mod meta {
     pub const MEMBER: &str = "node.member";
     /// The membership the engine first started with (codec-encoded `Config`).
     pub const CONFIG0: &str = "node.config0";
-    /// `"1"` once the bootstrap writes of a first node are applied.
+    /// `"1"` once the bootstrap writes of a first node are applied, or from the start on a
+    /// node that joined an existing cluster (it must never bootstrap).
     pub const BOOTSTRAPPED: &str = "node.bootstrapped";
 }

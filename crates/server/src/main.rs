@@ -57,7 +57,13 @@ struct Args {
     cals: u32,
 
     /// Seconds a client write (or linearizable read) may wait for a quorum before it fails.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    /// Past it the client gets an error (for a write: its fate is unknown); never a hang.
+    #[arg(
+        long = "write-timeout",
+        visible_alias = "write-deadline",
+        value_name = "SECS",
+        default_value_t = 10.0
+    )]
     write_deadline: f64,
 
     /// Address peers use to reach this node, written to /ctl/node/<id>/addr instead of the
@@ -148,7 +154,7 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
         hist_revs: args.hist,
         data_dir: args.data_dir.clone(),
         cals: args.cals,
-        write_deadline: secs(args.write_deadline, "--write-deadline")?,
+        write_deadline: secs(args.write_deadline, "--write-timeout")?,
         unsafe_local_reads: args.unsafe_local_reads,
         retain_slots: args.retain_slots,
         alpha: args.alpha.max(1),

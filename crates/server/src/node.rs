@@ -187,12 +187,20 @@ impl Node {
                 .load_engine_state(cfg.alpha)
                 .map_err(|e| store_err(&cfg, e))?;
             st.configs = patch_configs(st.configs, &config0);
-            let then = if bootstrapped {
-                Then::Nothing
-            } else {
-                // A first node that stopped before its bootstrap writes were applied:
-                // nobody else can have joined, so it is still the only voter.
+            if let Some(learner) = rejoin(&cfg, &store, id, &cluster, &advertise, st.applied).await
+            {
+                // Not a voter any more (removed while it was away): resume as a learner, so
+                // the engine does not campaign on a membership the cluster left behind. The
+                // real history replaces this view as the node catches up.
+                st.configs = vec![(st.applied + 1, learner)];
+            }
+            let then = if !bootstrapped && config0 == solo(id) {
+                // A first node that stopped before its bootstrap writes were all applied:
+                // nobody else can have joined, so it is still the only voter. (A joiner
+                // never bootstraps: its /ctl writes would clobber the cluster's.)
                 Then::Bootstrap
+            } else {
+                Then::Nothing
             };
             (st, config0, then)
         } else if !cfg.attach.is_empty() {
@@ -202,6 +210,7 @@ impl Node {
                 hostname: cluster::hostname(),
                 version: crate::config::VERSION.to_string(),
                 cluster: cluster.clone(),
+                applied: 0,
             };
             let info = cluster::join(&cfg.attach, &req, Duration::from_secs(30)).await?;
             peers0 = info.addrs.clone();
@@ -218,6 +227,12 @@ impl Node {
             (PersistentState::empty(solo(id)), solo(id), Then::Bootstrap)
         };
         if !member {
+            if matches!(then, Then::Nothing) {
+                // A joiner: the cluster exists, nothing to bootstrap, ever.
+                store
+                    .meta_put(meta::BOOTSTRAPPED, b"1")
+                    .map_err(|e| store_err(&cfg, e))?;
+            }
             store
                 .meta_put(meta::CONFIG0, &doozer_store::codec::encode(&config0))
                 .map_err(|e| store_err(&cfg, e))?;
@@ -354,6 +369,61 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.core.stop.cancel();
     }
+}
+
+/// How long a restarted member waits for its peers' answers before resuming on its own.
+const REJOIN_WITHIN: Duration = Duration::from_secs(3);
+
+/// A restarted member asks its known peers (and `-a` addresses) to register it again, in
+/// case the cluster removed it while it was away. Returns the learner membership to resume
+/// with if a peer that has applied at least as much as this node says it is not a voter;
+/// `None` to resume from the stored membership (still a voter, or nobody answered).
+async fn rejoin(
+    cfg: &NodeConfig,
+    store: &Store,
+    id: NodeId,
+    cluster: &str,
+    advertise: &str,
+    applied: u64,
+) -> Option<Config> {
+    let mut peers: Vec<String> = cluster::node_addrs(store)
+        .into_iter()
+        .filter(|(p, _)| *p != id)
+        .map(|(_, a)| a)
+        .collect();
+    for a in &cfg.attach {
+        if !peers.contains(a) && a != advertise {
+            peers.push(a.clone());
+        }
+    }
+    if peers.is_empty() {
+        return None;
+    }
+    let req = JoinRequest {
+        id,
+        addr: advertise.to_string(),
+        hostname: cluster::hostname(),
+        version: crate::config::VERSION.to_string(),
+        cluster: cluster.to_string(),
+        applied,
+    };
+    let Some(info) = cluster::rejoin(&peers, &req, REJOIN_WITHIN).await else {
+        tracing::info!("no peer answered; resuming from the stored membership");
+        return None;
+    };
+    if info.applied < applied || info.voters.is_empty() || info.voters.contains(&id) {
+        return None;
+    }
+    tracing::info!(
+        member = %info.id,
+        its_applied = info.applied,
+        applied,
+        "no longer a voter; resuming as a learner"
+    );
+    Some(Config {
+        voters: info.voters.into_iter().collect(),
+        learners: BTreeSet::from([id]),
+    })
 }
 
 fn solo(id: NodeId) -> Config {
