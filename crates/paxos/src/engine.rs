@@ -330,6 +330,9 @@ impl Engine {
             tracing::debug!(node = %self.id(), ?leader, "leader changed");
             self.leader = leader;
             self.fail_forwarded_reads();
+            if leader.is_some() {
+                self.hurry_own_retries();
+            }
         }
     }
 

@@ -61,10 +61,12 @@ impl Engine {
     /// Our own commands not seen decided for a long while are queued again (to be proposed
     /// or forwarded to the current leader).
     pub(crate) fn retry_own(&mut self) {
-        if self.leader.is_none() {
+        // A node that lags can't tell lost commands from decided ones it hasn't learned yet:
+        // it retries only once caught up with what it knows is decided.
+        if self.leader.is_none() || self.decided < self.known_commit {
             return;
         }
-        let patience = u64::from(self.opts.election_ticks.1.max(1)) * 4;
+        let patience = self.retry_patience();
         let now = self.now;
         let due: Vec<Command> = self
             .own
@@ -77,6 +79,24 @@ impl Engine {
             .collect();
         for cmd in due {
             self.enqueue(cmd);
+        }
+    }
+
+    /// Ticks a command may stay undecided before its origin sends it again.
+    pub(crate) fn retry_patience(&self) -> u64 {
+        u64::from(self.opts.election_ticks.1.max(1)) * 4
+    }
+
+    /// A new leader took over: commands it may not have seen get sent again after one
+    /// election timeout (time for it to re-propose what its phase 1 recovered), not the
+    /// full patience.
+    pub(crate) fn hurry_own_retries(&mut self) {
+        let patience = self.retry_patience();
+        let soon = self
+            .now
+            .saturating_sub(patience - u64::from(self.opts.election_ticks.1.max(1)));
+        for (_, t) in self.own.values_mut() {
+            *t = (*t).min(soon);
         }
     }
 }
