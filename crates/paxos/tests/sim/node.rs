@@ -80,6 +80,8 @@ pub struct SimNode {
     pub paused_until: u64,
     /// Probability that a world tick reaches this node's engine (clock skew, slow process).
     pub tick_p: f64,
+    /// Multiplies the profile's fsync probability: some disks are slower than others.
+    pub disk_speed: f64,
 }
 
 impl SimNode {
@@ -100,6 +102,7 @@ impl SimNode {
             join_config,
             paused_until: 0,
             tick_p: 1.0,
+            disk_speed: 1.0,
         }
     }
 

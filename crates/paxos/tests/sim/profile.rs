@@ -63,6 +63,8 @@ pub struct Profile {
     pub pause_ticks: (u64, u64),
     /// Whether nodes' clocks run at different rates (each gets a tick rate in [0.5, 1]).
     pub tick_skew: bool,
+    /// Whether some nodes' disks are slower than others (fsync rate x1, x0.5 or x0.1).
+    pub slow_disks: bool,
     /// Probability per tick that a partition starts (when none is active).
     pub partition_p: f64,
     /// How long a partition lasts.
@@ -136,6 +138,7 @@ impl Profile {
             pause_p: pick(rng, &[0.0, 0.005, 0.02]),
             pause_ticks: (5, pick(rng, &[20u64, 60, 200])),
             tick_skew: rng.gen_bool(0.3),
+            slow_disks: rng.gen_bool(0.3),
             partition_p: pick(rng, &[0.0, 0.005, 0.02]),
             partition_ticks: (10, pick(rng, &[50u64, 150, 400])),
             fsync_p: pick(rng, &[1.0, 0.5, 0.2]),
@@ -168,7 +171,7 @@ impl Profile {
     /// A one-line description for failure reports.
     pub fn describe(&self) -> String {
         format!(
-            "{:?} drop={} dup={} delay={:?} long={}/{} crash={} down={:?} power={} pause={}/{:?} skew={} part={} part_len={:?} fsync={}/{} \
+            "{:?} drop={} dup={} delay={:?} long={}/{} crash={} down={:?} power={} pause={}/{:?} skew={} slow_disks={} part={} part_len={:?} fsync={}/{} \
              clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} pending={} retain={} planted={:?}",
             self.shape,
             self.net.drop_p,
@@ -182,6 +185,7 @@ impl Profile {
             self.pause_p,
             self.pause_ticks,
             self.tick_skew,
+            self.slow_disks,
             self.partition_p,
             self.partition_ticks,
             self.fsync_p,

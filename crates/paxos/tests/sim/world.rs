@@ -147,6 +147,11 @@ impl World {
                 node.tick_p = rng.gen_range(0.5..=1.0);
             }
         }
+        if profile.slow_disks {
+            for node in nodes.iter_mut() {
+                node.disk_speed = *[1.0, 0.5, 0.1].choose(&mut rng).expect("non-empty");
+            }
+        }
         let index = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let clients = (0..profile.clients)
             .map(|_| Client::new(NodeId::random(&mut rng)))
@@ -300,8 +305,14 @@ impl World {
         self.net.blocked.clear();
         self.partition_until = None;
         self.net_faults = NetFaults::reliable(self.profile.net.delay_ticks);
+        // Liveness needs the usual timing assumption (Raft's broadcastTime << electionTimeout):
+        // after healing, every disk's mean fsync latency is at most a quarter of the shortest
+        // election timeout. Before that, disks may be arbitrarily slow: safety must not care.
+        let min_fsync_p = (4.0 / f64::from(self.profile.election_ticks.0.max(1))).min(1.0);
         for i in 0..self.nodes.len() {
-            self.nodes[i].paused_until = self.nodes[i].paused_until.min(self.now);
+            let node = &mut self.nodes[i];
+            node.disk_speed = node.disk_speed.max(min_fsync_p / self.profile.fsync_p);
+            node.paused_until = node.paused_until.min(self.now);
             if matches!(self.nodes[i].life, Life::Down { .. }) {
                 self.restart(i);
             }
@@ -443,11 +454,21 @@ impl World {
             let k = self.rng.gen_range(0..ids.len());
             side[k] = !side[k];
         }
-        // 0: cut both ways; 1: only a -> b; 2: only b -> a.
-        let mode = self.rng.gen_range(0..3);
+        // 0: cut both ways; 1: only a -> b; 2: only b -> a; 3: each link cut at random, so
+        // reachability is not transitive (A hears B, B hears C, A does not hear C).
+        let mode = self.rng.gen_range(0..4);
+        if mode == 3 {
+            for a in &ids {
+                for b in &ids {
+                    if a != b && self.rng.gen_bool(0.35) {
+                        self.net.blocked.insert((*a, *b));
+                    }
+                }
+            }
+        }
         for (i, a) in ids.iter().enumerate() {
             for (j, b) in ids.iter().enumerate() {
-                if side[i] && !side[j] {
+                if mode < 3 && side[i] && !side[j] {
                     if mode != 2 {
                         self.net.blocked.insert((*a, *b));
                     }
@@ -685,8 +706,8 @@ impl World {
                 return;
             }
             let n = self.nodes[i].pending.len();
-            if n > 0 && self.nodes[i].is_active(self.now) && self.rng.gen_bool(self.profile.fsync_p)
-            {
+            let p = (self.profile.fsync_p * self.nodes[i].disk_speed).min(1.0);
+            if n > 0 && self.nodes[i].is_active(self.now) && self.rng.gen_bool(p) {
                 let k = self.rng.gen_range(1..=n);
                 self.fsync(i, k);
             }
