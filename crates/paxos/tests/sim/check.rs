@@ -94,11 +94,17 @@ pub struct Checker {
     accepted: BTreeMap<(NodeId, Slot), Ballot>,
     /// Who durably promised each ballot.
     promised_by: BTreeMap<Ballot, BTreeSet<NodeId>>,
-    /// Durable accepts of each slot: ballot -> (value hash, acceptors).
+    /// Durable accepts of each slot: ballot -> (value hash, acceptors). Kept after the slot is
+    /// applied: a lagging node may still decide it (and must decide a chosen value).
     votes: BTreeMap<Slot, Votes>,
-    /// The durable accepts of a slot as they stood when any node first decided it, kept until
-    /// the slot's config is known (when it is first applied) and the quorum is checked.
-    votes_at_decision: BTreeMap<Slot, Votes>,
+    /// Decisions whose quorum is not checked yet because their slot's config is known only
+    /// once the slot is first applied: the first decision of each slot, and any later one of
+    /// another value, each with the durable accepts as they stood when it was made.
+    unchecked: BTreeMap<Slot, Vec<(NodeId, Value, Votes)>>,
+    /// The config governing each slot applied anywhere, listed where it changes.
+    slot_configs: BTreeMap<Slot, Config>,
+    /// Highest slot applied anywhere (every slot up to it has its config in `slot_configs`).
+    max_applied: Slot,
     /// Outstanding read-index requests: ctx -> (asked node, highest decided slot at the call).
     reads: BTreeMap<u64, (NodeId, Slot)>,
     /// The first violation found, if any.
@@ -201,11 +207,13 @@ impl Checker {
                         describe(value)
                     );
                     self.fail(tick, "agreement", detail);
+                    // A second value: its learner must have seen it chosen too. (A repeat of
+                    // the first value needs no check: durable accepts only grow.)
+                    self.check_decision(tick, node, slot, value);
                 }
             }
             None => {
-                let votes = self.votes.get(&slot).cloned().unwrap_or_default();
-                self.votes_at_decision.insert(slot, votes);
+                self.check_decision(tick, node, slot, value);
                 self.decided.insert(slot, (value.clone(), node));
                 self.max_decided = self.max_decided.max(slot);
                 if let Value::Batch(cmds) = value {
@@ -241,14 +249,12 @@ impl Checker {
         }
     }
 
-    /// `node`'s state machine applied `slot` (decided `value`, governed by `config`) and now
-    /// has `digest`.
+    /// `node`'s state machine applied `slot` (governed by `config`) and now has `digest`.
     pub fn on_applied(
         &mut self,
         tick: u64,
         node: NodeId,
         slot: Slot,
-        value: &Value,
         config: &Config,
         digest: u64,
     ) {
@@ -261,7 +267,15 @@ impl Checker {
             Some(_) => {}
             None => {
                 self.digests.insert(slot, digest);
-                self.check_quorum(tick, slot, value, config);
+                // Slots are first applied in order (whoever applies slot s applied s - 1).
+                self.max_applied = self.max_applied.max(slot);
+                let known = self.slot_configs.values().next_back();
+                if known != Some(config) {
+                    self.slot_configs.insert(slot, config.clone());
+                }
+                for (learner, decided, votes) in self.unchecked.remove(&slot).unwrap_or_default() {
+                    self.check_quorum(tick, learner, slot, &decided, &votes, config);
+                }
             }
         }
     }
@@ -283,13 +297,39 @@ impl Checker {
         }
     }
 
-    /// What "decided" means: when the slot was first decided anywhere, a majority of the
-    /// voters governing it had durably accepted that value at one ballot. Votes from different
-    /// ballots do not add up, and an accept that a crash could still take back does not count.
-    fn check_quorum(&mut self, tick: u64, slot: Slot, value: &Value, config: &Config) {
-        let Some(votes) = self.votes_at_decision.remove(&slot) else {
-            return;
-        };
+    /// `node` decided `value` in `slot`: check its quorum now if the slot's config is known,
+    /// else once it is.
+    fn check_decision(&mut self, tick: u64, node: NodeId, slot: Slot, value: &Value) {
+        let votes = self.votes.get(&slot).cloned().unwrap_or_default();
+        if slot <= self.max_applied {
+            let config = self
+                .slot_configs
+                .range(..=slot)
+                .next_back()
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
+            self.check_quorum(tick, node, slot, value, &votes, &config);
+        } else {
+            self.unchecked
+                .entry(slot)
+                .or_default()
+                .push((node, value.clone(), votes));
+        }
+    }
+
+    /// What "decided" means: when `node` decided `value` in `slot`, a majority of the voters
+    /// governing the slot had durably accepted that value at one ballot (`votes`, as they
+    /// stood then). Votes from different ballots do not add up, and an accept that a crash
+    /// could still take back does not count. Every learner is held to it, not just the first.
+    fn check_quorum(
+        &mut self,
+        tick: u64,
+        node: NodeId,
+        slot: Slot,
+        value: &Value,
+        votes: &Votes,
+        config: &Config,
+    ) {
         let hash = value_hash(value);
         let ok = votes
             .values()
@@ -307,14 +347,13 @@ impl Checker {
                 })
                 .collect();
             let detail = format!(
-                "slot {slot} was decided ({}) without a majority of its {} voters durably accepting it at one ballot; durable accepts then: [{}]",
+                "{node} decided slot {slot} ({}) without a majority of its {} voters durably accepting it at one ballot; durable accepts then: [{}]",
                 describe(value),
                 config.voters.len(),
                 seen.join("; ")
             );
             self.fail(tick, "quorum", detail);
         }
-        self.votes.remove(&slot);
     }
 
     /// `node` is about to persist `records` (not yet durable).
@@ -365,9 +404,6 @@ impl Checker {
                 } => {
                     let a = self.accepted.entry((node, *slot)).or_insert(*ballot);
                     *a = (*a).max(*ballot);
-                    if self.digests.contains_key(slot) {
-                        continue; // already applied somewhere and its quorum checked
-                    }
                     let hash = value_hash(value);
                     let entry = self
                         .votes
@@ -399,6 +435,7 @@ impl Checker {
     /// Forgets per-slot acceptor facts at or below `slot` (every node has applied it).
     pub fn compact(&mut self, slot: Slot) {
         self.accepted.retain(|(_, s), _| *s > slot);
+        self.votes = self.votes.split_off(&(slot + 1));
     }
 
     /// A read-index request `ctx` was made at `node`.

@@ -768,7 +768,7 @@ impl World {
         }
         let digest = self.nodes[i].machine.digest;
         self.check
-            .on_applied(self.now, id, slot, value, &governing, digest);
+            .on_applied(self.now, id, slot, &governing, digest);
         let config = self.nodes[i].machine.config.clone();
         if let Some(engine) = self.nodes[i].engine.as_mut() {
             engine.applied(slot, &config);
