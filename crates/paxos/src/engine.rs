@@ -176,8 +176,8 @@ impl Engine {
             Message::HeartbeatAck {
                 ballot,
                 read_seq,
-                decided: _,
-            } => self.on_heartbeat_ack(from, ballot, read_seq),
+                decided,
+            } => self.on_heartbeat_ack(from, ballot, read_seq, decided),
             Message::Commit { ballot, commit } => {
                 if self.observe_leader(from, ballot) {
                     self.learn_commit(from, ballot, commit);
@@ -260,6 +260,16 @@ impl Engine {
         }
         // Decided slots the driver has not drained yet are covered by the snapshot.
         self.out.decided.retain(|(s, _)| *s > slot);
+        if let Role::Leader(l) = &mut self.role {
+            // What the snapshot covers is decided: stop asking for votes there, and go on
+            // from the first slot above it (whose config we know).
+            let above = l.proposals.split_off(&(slot + 1));
+            for p in std::mem::replace(&mut l.proposals, above).into_values() {
+                l.forget_inflight(&p.value);
+            }
+            l.recovery = l.recovery.split_off(&(slot + 1));
+            l.next_slot = l.next_slot.max(slot + 1);
+        }
         self.compact();
     }
 

@@ -24,11 +24,14 @@ impl Engine {
             }
             return;
         }
-        if let Role::Leader(l) = &self.role {
+        if let Role::Leader(l) = &mut self.role {
             if l.proposals.get(&slot).is_some_and(|p| p.value != value) {
                 // Someone decided another value at a higher ballot than ours: we are deposed.
                 // Step down before our commit index can vouch for our own proposal.
                 self.step_down();
+            } else if let Some(p) = l.proposals.remove(&slot) {
+                // Learned from a peer rather than counted: no more votes needed.
+                l.forget_inflight(&p.value);
             }
         }
         if let Value::Batch(cmds) = &value {

@@ -55,6 +55,17 @@ pub(crate) struct Leader {
     pub(crate) reads_waiting: Vec<PendingRead>,
 }
 
+impl Leader {
+    /// The commands of a proposal that is decided (or dropped) are no longer in flight.
+    pub(crate) fn forget_inflight(&mut self, value: &Value) {
+        if let Value::Batch(cmds) = value {
+            for c in cmds {
+                self.inflight_ids.remove(&c.id);
+            }
+        }
+    }
+}
+
 /// Folds reported accepted values into `recovery`, keeping the highest ballot per slot.
 fn adopt(recovery: &mut BTreeMap<Slot, (Ballot, Value)>, slot: Slot, ballot: Ballot, value: Value) {
     match recovery.get(&slot) {
@@ -514,11 +525,7 @@ impl Engine {
             return;
         }
         let p = l.proposals.remove(&slot).expect("proposal present");
-        if let Value::Batch(cmds) = &p.value {
-            for c in cmds {
-                l.inflight_ids.remove(&c.id);
-            }
-        }
+        l.forget_inflight(&p.value);
         self.learn(slot, p.value);
     }
 }

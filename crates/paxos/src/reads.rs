@@ -105,7 +105,13 @@ impl Engine {
         self.check_read_round();
     }
 
-    pub(crate) fn on_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, read_seq: u64) {
+    pub(crate) fn on_heartbeat_ack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        read_seq: u64,
+        decided: Slot,
+    ) {
         let now = self.now;
         let Role::Leader(l) = &mut self.role else {
             return;
@@ -120,6 +126,13 @@ impl Engine {
             }
         }
         self.check_read_round();
+        if decided > self.decided {
+            // A follower learned slots we have not (decided under an earlier leader, say):
+            // fetch them. Such followers no longer vote in those slots, and may have compacted
+            // them, so our own accepts could wait for votes forever.
+            self.known_commit = self.known_commit.max(decided);
+            self.request_catchup(from);
+        }
     }
 
     fn check_read_round(&mut self) {

@@ -992,3 +992,130 @@ fn restart_keeps_promise_and_accepted_values() {
         )]
     );
 }
+
+/// Ticks a leader until its next heartbeat goes out; returns that tick's output.
+fn until_heartbeat(a: &mut Engine) -> Ready {
+    for _ in 0..5 {
+        a.tick();
+        let r = a.ready();
+        if !r.is_empty() {
+            return r;
+        }
+    }
+    panic!("no heartbeat within a heartbeat period");
+}
+
+#[test]
+fn a_leader_behind_a_follower_fetches_what_it_decided() {
+    // A follower decided slots under an earlier leader that this one never learned (its
+    // phase-1 quorum had only accepted them). The follower no longer votes there and may
+    // have compacted them: the leader must fetch them, not wait for votes.
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.step(
+        B,
+        Message::HeartbeatAck {
+            ballot: b1,
+            read_seq: 0,
+            decided: 6,
+        },
+    );
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![(B, Message::CatchUp { from: 1, to: 6 })],
+            ..Ready::default()
+        }
+    );
+    // The follower compacted them: the leader installs a snapshot.
+    a.step(B, Message::Compacted { applied: 6 });
+    assert_eq!(
+        a.ready(),
+        Ready {
+            snapshot: Some(SnapshotRequest { from: B, slot: 6 }),
+            ..Ready::default()
+        }
+    );
+    a.snapshot_installed(6, vec![(7, cfg())]);
+    assert!(a.status().is_leader);
+    assert_eq!(a.status().decided, 6);
+}
+
+#[test]
+fn a_proposal_learned_from_a_peer_is_not_sent_again() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.propose(cmd(1, b"v")).unwrap();
+    a.ready(); // accepts for slot 1 out; no votes come back
+    a.step(
+        B,
+        Message::Decided {
+            entries: vec![(1, batch(1, b"v"))],
+        },
+    );
+    let r = a.ready();
+    assert_eq!(r.decided, vec![(1, batch(1, b"v"))]);
+    let heartbeat = |to| {
+        (
+            to,
+            Message::Heartbeat {
+                ballot: b1,
+                commit: 1,
+                read_seq: 0,
+            },
+        )
+    };
+    assert_eq!(
+        until_heartbeat(&mut a),
+        Ready {
+            send_now: vec![heartbeat(B), heartbeat(C)],
+            ..Ready::default()
+        },
+        "no accept of slot 1 is sent again"
+    );
+}
+
+#[test]
+fn proposals_a_snapshot_covers_are_not_sent_again() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.propose(cmd(1, b"v")).unwrap();
+    a.ready();
+    a.step(B, Message::Compacted { applied: 3 });
+    a.ready();
+    a.snapshot_installed(3, vec![(4, cfg())]);
+    let commit = |to| {
+        (
+            to,
+            Message::Commit {
+                ballot: b1,
+                commit: 3,
+            },
+        )
+    };
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![commit(B), commit(C)],
+            ..Ready::default()
+        }
+    );
+    let heartbeat = |to| {
+        (
+            to,
+            Message::Heartbeat {
+                ballot: b1,
+                commit: 3,
+                read_seq: 0,
+            },
+        )
+    };
+    assert_eq!(
+        until_heartbeat(&mut a),
+        Ready {
+            send_now: vec![heartbeat(B), heartbeat(C)],
+            ..Ready::default()
+        },
+        "no accept of slot 1 is sent again"
+    );
+}
