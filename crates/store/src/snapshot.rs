@@ -6,7 +6,6 @@
 //! CRC-32 of every byte before the `End` frame. History is not included: a store installed
 //! from a snapshot answers reads and waits from the snapshot's revision on.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
@@ -268,7 +267,7 @@ impl Store {
     }
 }
 
-type Ids = HashMap<CommandId, (i64, Option<ErrCode>)>;
+type Ids = crate::apply::IdMap;
 
 /// Empties the applied-state tables and fills them from the items after the header. Returns
 /// the number of files and the remembered command ids.
@@ -283,7 +282,7 @@ fn fill<R: Read>(txn: &WriteTransaction, r: &mut Reader_<'_, R>) -> Result<(u64,
     let mut revs = txn.open_table(tables::REVS)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;
     txn.open_table(tables::UNDO)?;
-    let mut ids = Ids::new();
+    let mut ids = Ids::default();
     let mut files = 0;
     loop {
         let (item, crc_before) = r.item()?;

@@ -1,17 +1,16 @@
 //! [`Store`]: opening the file, group commits, reads, acceptor state.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use doozer_paxos::{Ballot, CommandId, Config, PersistentState, Record, Slot, Value};
-use doozer_proto::{ErrCode, Glob};
+use doozer_paxos::{Ballot, Config, PersistentState, Record, Slot, Value};
+use doozer_proto::Glob;
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable, WriteTransaction};
 use tracing::{debug_span, warn};
 
-use crate::apply::{Dedup, Tree, DEDUP_WINDOW_REVS};
+use crate::apply::{Dedup, IdMap, Tree, DEDUP_WINDOW_REVS, REV_ROW_BYTES};
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys::key_path;
@@ -55,9 +54,9 @@ pub(crate) enum DedupUpdate {
     /// Nothing.
     Keep,
     /// Commands applied by this write.
-    Add(HashMap<CommandId, (i64, Option<ErrCode>)>),
+    Add(IdMap),
     /// Everything replaced (a snapshot was installed).
-    Replace(HashMap<CommandId, (i64, Option<ErrCode>)>),
+    Replace(IdMap),
 }
 
 /// The counters a writer works from (mirrors the `state` table).
@@ -525,8 +524,11 @@ fn apply_batch(
         undo: txn.open_table(tables::UNDO)?,
         revs: txn.open_table(tables::REVS)?,
         dirs: Default::default(),
+        row: Vec::with_capacity(REV_ROW_BYTES + 128),
+        row_first: 0,
+        row_next: 0,
     };
-    let mut fresh = HashMap::new();
+    let mut fresh = IdMap::default();
     for rec in &batch.records {
         match rec {
             Record::Promise(b) => {
@@ -607,7 +609,7 @@ fn apply_batch(
     let floor = st
         .floor
         .max(st.rev - opts.hist_revs.min(i64::MAX as u64) as i64);
-    tree.trim(st.floor, floor, st.rev - DEDUP_WINDOW_REVS)?;
+    tree.trim(st.floor, floor, st.rev - DEDUP_WINDOW_REVS)?; // flushes the last revs row
     st.floor = floor;
     if st.applied > opts.retain_slots {
         let cut = st.applied - opts.retain_slots;

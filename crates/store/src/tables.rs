@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `files` | path key ([`crate::keys`]) | [`FileRec`]: rev (8 bytes BE) + body |
 //! | `undo` | path key, `0x00`, rev (8 bytes BE) | the file's state before the change at rev, when the change replaced or deleted an existing file: a [`FileRec`] |
-//! | `revs` | rev | a [`RevEntry`]: command id, result, event flags, path key |
+//! | `revs` | first rev of the row | [`RevEntry`]s of consecutive revisions (command id, result, event flags, path key), up to ~[`crate::apply::REV_ROW_BYTES`] per row |
 //! | `state` | name | the store's own counters and acceptor state (see the `S_*` names) |
 //! | `meta` | name | the server's metadata ([`crate::Store::meta_put`]) |
 //! | `slot_meta` | slot | accepted at a ballot (slots above the applied one), or decided (kept `retain_slots` below it) |

@@ -313,7 +313,13 @@ fn run(seed: u64, slots: u64) {
             let value = if rng.gen_ratio(1, 8) {
                 Value::Noop
             } else {
-                let cmds: Vec<(Command, Op)> = (0..rng.gen_range(1..6))
+                // Now and then a slot big enough to fill several `revs` rows.
+                let n = if rng.gen_ratio(1, 15) {
+                    rng.gen_range(40..120)
+                } else {
+                    rng.gen_range(1..6)
+                };
+                let cmds: Vec<(Command, Op)> = (0..n)
                     .map(|_| {
                         if !sent.is_empty() && rng.gen_ratio(1, 10) {
                             sent[rng.gen_range(0..sent.len())].clone()
