@@ -126,21 +126,29 @@ fn reads(files: u64) {
             })
             .collect();
         let start = Instant::now();
-        std::thread::scope(|s| {
-            for keys in &keys {
-                let store = store.clone();
-                s.spawn(move || {
-                    for k in 0..total / threads {
-                        let (v, rev) = store.get(&keys[(k % 100_000) as usize], None).unwrap();
-                        assert!(rev > 0 && v.len() == 100);
-                    }
-                });
-            }
+        let cpu: f64 = std::thread::scope(|s| {
+            let handles: Vec<_> = keys
+                .iter()
+                .map(|keys| {
+                    let store = store.clone();
+                    s.spawn(move || {
+                        let cpu0 = thread_cpu();
+                        for k in 0..total / threads {
+                            let (v, rev) = store.get(&keys[(k % 100_000) as usize], None).unwrap();
+                            assert!(rev > 0 && v.len() == 100);
+                        }
+                        thread_cpu() - cpu0
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
         let t = start.elapsed().as_secs_f64();
         println!(
-            "point reads, {threads} thread(s): {:>9.0} reads/s",
-            total as f64 / t
+            "point reads, {threads} thread(s): {:>9.0} reads/s  ({:.2} us CPU/read, {:.0} reads per CPU-second)",
+            total as f64 / t,
+            cpu * 1e6 / total as f64,
+            total as f64 / cpu
         );
     }
 }
