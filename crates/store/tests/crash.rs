@@ -2,7 +2,8 @@
 //! and reports each commit once `commit` has returned; the parent SIGKILLs it at random
 //! moments, reopens the store, and checks it is consistent and holds every reported commit.
 //! `CRASH_RUNS` sets the number of kills (default 20), `SEED` the random kill times.
-//! A second test fills the disk (a file size limit) and checks the typed error and recovery.
+//! Two more tests fill the disk (a file size limit) and make the file immutable (read-only
+//! even for root), and check the typed errors and recovery.
 
 mod common;
 
@@ -237,6 +238,11 @@ fn check(dir: &Path, reported: u64) -> u64 {
             st.accepted.get(&(applied + 1)),
             Some(&(ballot(applied), value_for(applied + 1)))
         );
+        // The decided tail: the last `retain_slots` slots, each with its decided value
+        // (the value accepted in an earlier commit and then decided is stored once).
+        let from = applied.saturating_sub(opts().retain_slots - 1).max(1);
+        let want: Vec<_> = (from..=applied).map(|s| (s, value_for(s))).collect();
+        assert!(st.decided_tail == want, "decided tail at slot {applied}");
     }
     // History is intact too: the last event is the last command of the last slot.
     if rev > 0 {
@@ -334,4 +340,72 @@ fn disk_full_is_a_typed_error_and_loses_nothing() {
         })
         .unwrap();
     assert_eq!(r.applied, applied + 1);
+}
+
+/// Clears the immutable flag of a file when dropped, so that the test's directory can go.
+struct Immutable<'a>(&'a Path);
+
+impl Immutable<'_> {
+    /// Sets the flag with `chattr +i`; `None` where that is not possible (no tool, no
+    /// CAP_LINUX_IMMUTABLE, a file system without the flag).
+    fn set(path: &Path) -> Option<Immutable<'_>> {
+        let ok = Proc::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Immutable(path))
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = Proc::new("chattr").arg("-i").arg(self.0).status();
+    }
+}
+
+#[test]
+fn read_only_file_is_a_typed_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    let s = Store::open(&path, opts()).unwrap();
+    s.commit(Batch {
+        records: vec![
+            Record::Promise(ballot(1)),
+            Record::Accept {
+                slot: 2,
+                ballot: ballot(1),
+                value: value_for(2),
+            },
+        ],
+        decided: vec![(1, value_for(1))],
+    })
+    .unwrap();
+    let Some(flag) = Immutable::set(&path) else {
+        eprintln!("skipped: cannot make {} immutable here", path.display());
+        return;
+    };
+    // The next write fails with EPERM: read-only, and the store refuses further writes.
+    let err = s
+        .commit(Batch {
+            records: vec![],
+            decided: vec![(2, value_for(2))],
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly(_)), "{err:?}");
+    let again = s.commit(Batch::default()).unwrap_err();
+    assert!(matches!(again, StoreError::Poisoned), "{again:?}");
+    // Reads still answer from the last commit.
+    assert_eq!(s.applied_slot(), 1);
+    assert_eq!(
+        s.walk(&Glob::new("/**").unwrap(), 0, None).unwrap().0,
+        "/c/1/31"
+    );
+    drop(s);
+    // Opening for writing is refused with the same typed error.
+    let err = Store::open(&path, opts()).err().unwrap();
+    assert!(matches!(err, StoreError::ReadOnly(_)), "{err:?}");
+    drop(flag);
+    assert_eq!(check(dir.path(), 1), 1);
 }
