@@ -1119,3 +1119,183 @@ fn proposals_a_snapshot_covers_are_not_sent_again() {
         "no accept of slot 1 is sent again"
     );
 }
+
+#[test]
+fn a_rejected_candidate_steps_down_and_outbids_next_time() {
+    let mut a = engine(A, PersistentState::empty(cfg()));
+    campaign(&mut a);
+    let b1 = ballot(1, A);
+    // A stale reject (of another ballot) changes nothing.
+    a.step(
+        B,
+        Message::Reject {
+            ballot: ballot(0, A),
+            promised: ballot(4, C),
+        },
+    );
+    a.step(
+        B,
+        Message::Reject {
+            ballot: b1,
+            promised: ballot(4, C),
+        },
+    );
+    assert!(a.ready().is_empty(), "stepping down sends nothing");
+    // Promises for the abandoned ballot no longer count.
+    let empty = Message::Promise {
+        ballot: b1,
+        from_slot: 1,
+        accepted: vec![],
+        decided: vec![],
+    };
+    a.step(A, empty.clone());
+    a.step(C, empty);
+    assert!(a.ready().is_empty());
+    assert!(!a.status().is_leader);
+    // Its next campaign outbids the ballot that beat it.
+    let mut r = Ready::default();
+    for _ in 0..1000 {
+        a.tick();
+        r = a.ready();
+        if !r.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(r.persist, vec![Record::Promise(ballot(5, A))]);
+}
+
+#[test]
+fn commands_forwarded_to_the_leader_are_proposed_once() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    let fwd = Message::Forward {
+        cmds: vec![cmd(7, b"x")],
+    };
+    a.step(B, fwd.clone());
+    a.step(C, fwd); // the same command again (a retry): proposed once
+    let v = batch(7, b"x");
+    let accept = |to| {
+        (
+            to,
+            Message::Accept {
+                ballot: b1,
+                slot: 1,
+                value: v.clone(),
+                commit: 0,
+            },
+        )
+    };
+    assert_eq!(
+        a.ready(),
+        Ready {
+            persist: vec![Record::Accept {
+                slot: 1,
+                ballot: b1,
+                value: v.clone()
+            }],
+            send_now: vec![accept(B), accept(C)],
+            send_after_persist: vec![(
+                A,
+                Message::Accepted {
+                    ballot: b1,
+                    slot: 1
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+    // A follower does not take forwarded commands (their origin re-sends them).
+    let mut b = follower_b(&[]);
+    b.step(
+        C,
+        Message::Forward {
+            cmds: vec![cmd(8, b"y")],
+        },
+    );
+    assert!(b.ready().is_empty());
+}
+
+#[test]
+fn a_new_voter_is_asked_for_a_promise_before_its_slots_are_proposed() {
+    const D: NodeId = NodeId(4);
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    // The config after slot 0 adds D; with alpha 8 it governs slot 8 on, where a majority
+    // of {A, B, C, D} is three and only A and B promised.
+    let grown = Config::with_voters([A, B, C, D]);
+    a.applied(0, &grown);
+    a.step(
+        B,
+        Message::Decided {
+            entries: (1..=7).map(|s| (s, Value::Noop)).collect(),
+        },
+    );
+    a.propose(cmd(1, b"z")).unwrap();
+    let prepare = |to| {
+        (
+            to,
+            Message::Prepare {
+                ballot: b1,
+                from_slot: 8,
+            },
+        )
+    };
+    let commit = |to| {
+        (
+            to,
+            Message::Commit {
+                ballot: b1,
+                commit: 7,
+            },
+        )
+    };
+    assert_eq!(
+        a.ready(),
+        Ready {
+            send_now: vec![prepare(C), prepare(D), commit(B), commit(C), commit(D)],
+            decided: (1..=7).map(|s| (s, Value::Noop)).collect(),
+            ..Ready::default()
+        },
+        "slot 8 waits for phase 1 to cover its config"
+    );
+    a.step(
+        D,
+        Message::Promise {
+            ballot: b1,
+            from_slot: 8,
+            accepted: vec![],
+            decided: vec![],
+        },
+    );
+    let v = batch(1, b"z");
+    let accept = |to| {
+        (
+            to,
+            Message::Accept {
+                ballot: b1,
+                slot: 8,
+                value: v.clone(),
+                commit: 7,
+            },
+        )
+    };
+    assert_eq!(
+        a.ready(),
+        Ready {
+            persist: vec![Record::Accept {
+                slot: 8,
+                ballot: b1,
+                value: v.clone()
+            }],
+            send_now: vec![accept(B), accept(C), accept(D)],
+            send_after_persist: vec![(
+                A,
+                Message::Accepted {
+                    ballot: b1,
+                    slot: 8
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+}
