@@ -20,6 +20,14 @@ fn single_node_write_read_and_restart() {
     assert_eq!(c.getdir_all("/ctl/cal"), vec!["0", "1", "2"]);
     let (addr, _) = c.get(&format!("/ctl/node/{id}/addr")).unwrap();
     assert_eq!(String::from_utf8(addr).unwrap(), cl.nodes[n].addr);
+    let (host, _) = c.get(&format!("/ctl/node/{id}/hostname")).unwrap();
+    assert!(!host.is_empty());
+    let (version, _) = c.get(&format!("/ctl/node/{id}/version")).unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION").as_bytes());
+    assert_eq!(
+        c.getdir_all(&format!("/ctl/node/{id}")),
+        ["addr", "hostname", "version"]
+    );
 
     let r1 = c.set("/app/a", -1, b"one").unwrap();
     assert!(r1 > 0);

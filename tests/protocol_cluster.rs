@@ -72,4 +72,25 @@ fn reads_waits_and_writes_across_nodes() {
         let r = conns[rd].call(&req(Verb::Stat, 12).with_path("/x/k"));
         assert_eq!(r.rev, Some(rev));
     }
+
+    // Every node applies deletes and nops as such (the original's slaves turned deletes
+    // into empty files and nops into /ctl/err writes, doozer-protocol.md §3.3).
+    let err_before = conns[2].call(&req(Verb::Get, 20).with_path("/ctl/err")).rev;
+    let r = conns[0].call(&req(Verb::Del, 21).with_path("/x/k").with_rev(-1));
+    assert_eq!(r, Response::ok(Some(21)));
+    let before_nop = conns[1].call(&req(Verb::Rev, 23)).rev.unwrap();
+    let r = conns[1].call(&req(Verb::Nop, 22));
+    assert_eq!(r, Response::ok(Some(22)));
+    for conn in conns.iter_mut() {
+        let r = conn.call(&req(Verb::Get, 24).with_path("/x/k"));
+        assert_eq!((r.rev, r.value.as_deref()), (Some(0), Some(&b""[..])));
+        let r = conn.call(&req(Verb::Stat, 25).with_path("/x"));
+        assert_eq!((r.rev, r.len), (Some(-2), Some(1)), "only /x/w is left");
+        let r = conn.call(&req(Verb::Wait, 26).with_path("/").with_rev(before_nop + 1));
+        assert_eq!((r.path.as_deref(), r.flags), (Some("/"), Some(0)));
+    }
+    assert_eq!(
+        conns[2].call(&req(Verb::Get, 27).with_path("/ctl/err")).rev,
+        err_before
+    );
 }

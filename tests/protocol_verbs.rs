@@ -303,3 +303,74 @@ fn wire_vectors_replayed_byte_for_byte() {
         assert_eq!(got, want, "vector {name:?}");
     }
 }
+
+/// The tree rules of doozer-protocol.md §2.2, §2.3 and §2.7 over the wire: byte-ordered
+/// listings, any rev at or above the current one, no DEL through a file (the original's bug
+/// deleted the file), and failed mutations as events on `/ctl/err`.
+#[test]
+fn tree_rules_over_the_wire() {
+    let s = Server::start();
+    let mut c = s.raw();
+    for (t, p) in [
+        (1, "/o/b"),
+        (2, "/o/B"),
+        (3, "/o/a-"),
+        (4, "/o/1"),
+        (5, "/o/a"),
+    ] {
+        let q = req(Verb::Set, t).with_path(p).with_rev(-1).with_value(p);
+        assert!(!c.call(&q).is_err());
+    }
+    // Byte order: digits, then upper case, then lower case; a prefix first.
+    let mut names = Vec::new();
+    for off in 0.. {
+        let r = c.call(&req(Verb::Getdir, 10).with_path("/o").with_offset(off));
+        if r.is_err() {
+            assert_eq!(r, err(10, ErrCode::Range));
+            break;
+        }
+        names.push(r.path.unwrap());
+    }
+    assert_eq!(names, ["1", "B", "a", "a-", "b"]);
+    let walked: Vec<String> = (0..5)
+        .map(|off| {
+            let r = c.call(&req(Verb::Walk, 11).with_path("/o/*").with_offset(off));
+            r.path.unwrap()
+        })
+        .collect();
+    assert_eq!(walked, ["/o/1", "/o/B", "/o/a", "/o/a-", "/o/b"]);
+
+    // Any rev at or above the file's current one works.
+    let cur = c.call(&req(Verb::Stat, 20).with_path("/o/b")).rev.unwrap();
+    let r = c.call(
+        &req(Verb::Set, 21)
+            .with_path("/o/b")
+            .with_rev(cur + 1_000_000)
+            .with_value("far"),
+    );
+    assert!(!r.is_err(), "{r:?}");
+
+    // DEL below a file is NOTDIR and the file stays.
+    let before = c.call(&req(Verb::Get, 30).with_path("/o/a"));
+    let r = c.call(&req(Verb::Del, 31).with_path("/o/a/x").with_rev(-1));
+    assert_eq!(r, err(31, ErrCode::NotDir));
+    let after = c.call(&req(Verb::Get, 30).with_path("/o/a"));
+    assert_eq!((after.rev, after.value), (before.rev, before.value));
+
+    // That failed DEL used up a rev: a set of /ctl/err at it, seen by WAIT.
+    let failed = c.call(&req(Verb::Get, 40).with_path("/ctl/err"));
+    let r = c.call(
+        &req(Verb::Wait, 41)
+            .with_path("/ctl/err")
+            .with_rev(failed.rev.unwrap()),
+    );
+    assert_eq!(
+        r,
+        Response::ok(Some(41))
+            .with_flags(FLAG_SET)
+            .with_rev(failed.rev.unwrap())
+            .with_path("/ctl/err")
+            .with_value(failed.value.unwrap())
+    );
+    assert!(r.rev.unwrap() > after.rev.unwrap());
+}

@@ -217,6 +217,11 @@ impl Cluster {
         let seed_addr = self.nodes[s].addr.clone();
         self.join(&seed_addr, extra);
         self.join(&seed_addr, extra);
+        self.wait_three_voters();
+    }
+
+    /// Waits until the three nodes in `nodes` are the voters, in force on every node.
+    pub fn wait_three_voters(&self) {
         let mut ids: Vec<String> = self.nodes.iter().map(|p| p.id.clone()).collect();
         ids.sort();
         let mut c = self.nodes[0].client();

@@ -101,16 +101,19 @@ enum Cmd {
 
 /// Go's flag package takes long names with one dash; keep `-timeout` and `-hist` working.
 fn compat_args() -> Vec<String> {
-    std::env::args()
-        .map(|a| {
-            for name in ["-timeout", "-hist"] {
-                if a == name || a.starts_with(&format!("{name}=")) {
-                    return format!("-{a}");
-                }
+    compat(std::env::args())
+}
+
+fn compat(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.map(|a| {
+        for name in ["-timeout", "-hist"] {
+            if a == name || a.starts_with(&format!("{name}=")) {
+                return format!("-{a}");
             }
-            a
-        })
-        .collect()
+        }
+        a
+    })
+    .collect()
 }
 
 /// The `ca=` addresses of a `doozer:?` URI.
@@ -294,6 +297,62 @@ mod tests {
         assert_eq!(c.web, None);
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert_eq!(c.hist_revs, 10);
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_and_aliases() {
+        let argv = [
+            "doozerd",
+            "-timeout",
+            "7",
+            "-hist=12",
+            "--write-deadline",
+            "3",
+        ]
+        .map(String::from);
+        let a = Args::parse_from(compat(argv.into_iter()));
+        let c = config(&a).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert_eq!(c.hist_revs, 12);
+        assert_eq!(c.write_deadline, Duration::from_secs(3));
+        let a = Args::parse_from(["doozerd", "--write-timeout", "0.5", "--cals", "5"]);
+        let c = config(&a).unwrap();
+        assert_eq!(c.write_deadline, Duration::from_millis(500));
+        assert_eq!(c.cals, 5);
+        assert!(config(&Args::parse_from(["doozerd", "--cals", "0"])).is_err());
+    }
+
+    #[test]
+    fn help_explains_every_flag() {
+        use clap::CommandFactory;
+        let help = Args::command().render_long_help().to_string();
+        for flag in [
+            "-l <ADDR>",
+            "-a <ADDR>",
+            "-b <URI>",
+            "-c <NAME>",
+            "-w <ADDR|false>",
+            "--timeout <SECS>",
+            "--hist <N>",
+            "--data-dir <DIR>",
+            "--cals <N>",
+            "--write-timeout <SECS>",
+            "--advertise <ADDR>",
+            "recover",
+        ] {
+            let at = help
+                .find(flag)
+                .unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+            // Each flag is followed by its explanation, before the next flag.
+            let rest = &help[at + flag.len()..];
+            let own = &rest[..rest.find("\n  -").unwrap_or(rest.len())];
+            assert!(
+                own.split_whitespace().count() >= 5,
+                "{flag} has no explanation in --help: {own:?}"
+            );
+        }
+        // Test-only and tuning knobs stay hidden.
+        assert!(!help.contains("unsafe-local-reads"));
     }
 
     #[test]
