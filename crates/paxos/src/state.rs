@@ -52,4 +52,68 @@ impl PersistentState {
             configs: vec![(1, config)],
         }
     }
+
+    /// Folds in one durable record, as a driver replaying its log after a crash does: a
+    /// promise raises `promised`; an accept replaces its slot's accepted value (slots at or
+    /// below `applied` are the state machine's business and are skipped).
+    pub fn record(&mut self, record: Record) {
+        match record {
+            Record::Promise(b) => self.promised = self.promised.max(b),
+            Record::Accept {
+                slot,
+                ballot,
+                value,
+            } => {
+                if slot > self.applied {
+                    self.accepted.insert(slot, (ballot, value));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::NodeId;
+
+    #[test]
+    fn records_replay_into_the_state_a_restart_needs() {
+        let b = |round| Ballot {
+            round,
+            node: NodeId(1),
+        };
+        let mut st = PersistentState {
+            applied: 2,
+            ..PersistentState::empty(Config::with_voters([NodeId(1)]))
+        };
+        let records = [
+            Record::Promise(b(2)),
+            Record::Accept {
+                slot: 2,
+                ballot: b(2),
+                value: Value::Noop,
+            },
+            Record::Accept {
+                slot: 3,
+                ballot: b(2),
+                value: Value::Noop,
+            },
+            Record::Promise(b(1)),
+            Record::Accept {
+                slot: 3,
+                ballot: b(3),
+                value: Value::Batch(vec![]),
+            },
+        ];
+        for r in records {
+            st.record(r);
+        }
+        assert_eq!(st.promised, b(2), "a promise never goes down");
+        assert_eq!(
+            st.accepted.into_iter().collect::<Vec<_>>(),
+            vec![(3, (b(3), Value::Batch(vec![])))],
+            "the latest accept per slot above applied"
+        );
+    }
 }

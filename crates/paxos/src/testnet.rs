@@ -8,8 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::{
-    Command, CommandId, Config, Engine, Message, NodeId, Options, PersistentState, Record, Slot,
-    Value,
+    Command, CommandId, Config, Engine, Message, NodeId, Options, PersistentState, Slot, Value,
 };
 
 /// What a node has on "disk".
@@ -106,16 +105,7 @@ impl Net {
             }
             let disk = &mut self.disks[i];
             for rec in r.persist {
-                match rec {
-                    Record::Promise(b) => disk.state.promised = b,
-                    Record::Accept {
-                        slot,
-                        ballot,
-                        value,
-                    } => {
-                        disk.state.accepted.insert(slot, (ballot, value));
-                    }
-                }
+                disk.state.record(rec);
             }
             let mut applied = Vec::new();
             for (slot, value) in r.decided {
