@@ -4,8 +4,9 @@
 //! `cargo bench -p doozer-store --bench store`. Environment: `BENCH_FILES` (default 1000000)
 //! sets the size of the read store (0: no read test), `BENCH_SECS` (default 3) the time per
 //! write measurement, `BENCH_BATCHES` (default `1,16,256`) the batch sizes.
-//! Each write line also gives the CPU time per set and the bytes written per commit, which
-//! mean more than wall time on a shared machine.
+//! `BENCH_RETAIN` sets `retain_slots` of the write stores (0: decided values are not kept).
+//! Each line also gives the CPU time per operation, the bytes written per commit and the
+//! share of time spent waiting for a CPU, which mean more than wall time on a shared machine.
 
 use std::time::Instant;
 
@@ -47,7 +48,11 @@ fn slot_of(first_seq: u64, n: usize, path: impl Fn(u64) -> String) -> Value {
 /// Commits of `batch` sets of new 100-byte files spread over `spread` directories.
 fn writes(batch: usize, spread: u64, secs: f64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("bench.redb"), StoreOptions::default()).unwrap();
+    let opts = StoreOptions {
+        retain_slots: env("BENCH_RETAIN", StoreOptions::default().retain_slots),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&dir.path().join("bench.redb"), opts).unwrap();
     // Prepare the values outside the timed loop: encoding is the proposer's work.
     let slots: Vec<Value> = (0..64)
         .map(|s| {
@@ -58,6 +63,7 @@ fn writes(batch: usize, spread: u64, secs: f64) {
         .collect();
     let (mut commits, mut sets, mut seq) = (0u64, 0u64, 1_000_000u64);
     let cpu0 = thread_cpu();
+    let queued0 = runqueue_wait();
     let io0 = written_bytes();
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {
@@ -80,13 +86,16 @@ fn writes(batch: usize, spread: u64, secs: f64) {
     }
     let t = start.elapsed().as_secs_f64();
     let cpu = thread_cpu() - cpu0;
+    let queued = runqueue_wait() - queued0;
     let io = written_bytes() - io0;
     println!(
-        "write batch {batch:>3}, {spread:>2} dirs: {:>9.0} sets/s  {:>7.0} fsyncs/s  ({sets} sets in {commits} commits, {t:.1} s; {:.1} us CPU/set, {:.0} KiB written/commit)",
+        "write batch {batch:>3}, {spread:>2} dirs: {:>9.0} sets/s  {:>7.0} fsyncs/s  ({sets} sets in {commits} commits, {t:.1} s; {:.1} us CPU/set, {:.0} KiB written/commit; {:.0}% of the time waiting for a CPU, {:.0} sets/s without that wait)",
         sets as f64 / t,
         commits as f64 / t,
         cpu * 1e6 / sets as f64,
-        io as f64 / 1024.0 / commits as f64
+        io as f64 / 1024.0 / commits as f64,
+        queued * 100.0 / t,
+        sets as f64 / (t - queued)
     );
 }
 
@@ -126,29 +135,33 @@ fn reads(files: u64) {
             })
             .collect();
         let start = Instant::now();
-        let cpu: f64 = std::thread::scope(|s| {
+        let (cpu, queued) = std::thread::scope(|s| {
             let handles: Vec<_> = keys
                 .iter()
                 .map(|keys| {
                     let store = store.clone();
                     s.spawn(move || {
-                        let cpu0 = thread_cpu();
+                        let (cpu0, queued0) = (thread_cpu(), runqueue_wait());
                         for k in 0..total / threads {
                             let (v, rev) = store.get(&keys[(k % 100_000) as usize], None).unwrap();
                             assert!(rev > 0 && v.len() == 100);
                         }
-                        thread_cpu() - cpu0
+                        (thread_cpu() - cpu0, runqueue_wait() - queued0)
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .fold((0.0, 0.0), |(c, q), (c1, q1)| (c + c1, q + q1))
         });
         let t = start.elapsed().as_secs_f64();
         println!(
-            "point reads, {threads} thread(s): {:>9.0} reads/s  ({:.2} us CPU/read, {:.0} reads per CPU-second)",
+            "point reads, {threads} thread(s): {:>9.0} reads/s  ({:.2} us CPU/read, {:.0} reads per CPU-second; {:.0}% of the threads' time waiting for a CPU)",
             total as f64 / t,
             cpu * 1e6 / total as f64,
-            total as f64 / cpu
+            total as f64 / cpu,
+            queued * 100.0 / (t * threads as f64)
         );
     }
 }
@@ -162,6 +175,15 @@ fn thread_cpu() -> f64 {
     // SAFETY: a valid clock id and a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Seconds this thread has spent runnable but waiting for a CPU (`/proc/thread-self/schedstat`,
+/// second field), 0 if unknown: on a shared machine, the part of wall time others took.
+fn runqueue_wait() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 * 1e-9)
 }
 
 /// Bytes this process has written to storage so far (`/proc/self/io`), 0 if unknown.
