@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a 3-node doozerd cluster on loopback (fsync on, data in a temp dir), runs dzbench
 # (one client's latency, then N concurrent clients' throughput, 100-byte sets), stops it.
-# Usage: scripts/bench.sh [CLIENTS] [SECS]   (NO_BUILD=1 skips the build; BIN= picks binaries)
+# Usage: scripts/bench.sh [CLIENTS] [SECS]   (NO_BUILD=1 skips the build; BIN= picks binaries;
+# EXTRA="--flag v" is passed to every node; STATS=1 prints each node's storage-thread stats:
+# commits, batches merged, records, slots, commands, time per commit)
 set -euo pipefail
 CLIENTS=${1:-64}
 SECS=${2:-10}
@@ -14,9 +16,12 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 ADDR=""
+LOG=info
+[ -z "${STATS:-}" ] || LOG=info,doozerd::storage=debug
 start() { # n args...  (sets ADDR; not in a subshell, so PIDS keeps the pid for cleanup)
   local n=$1; shift
-  "$BIN/doozerd" --data-dir "$TMP/n$n" -l 127.0.0.1:0 "$@" >"$TMP/n$n.out" 2>"$TMP/n$n.log" &
+  RUST_LOG=${RUST_LOG:-$LOG} "$BIN/doozerd" --data-dir "$TMP/n$n" -l 127.0.0.1:0 "$@" ${EXTRA:-} \
+    >"$TMP/n$n.out" 2>"$TMP/n$n.log" &
   PIDS+=($!)
   for _ in $(seq 200); do
     if [ -s "$TMP/n$n.out" ]; then ADDR=$(awk '{print $5; exit}' "$TMP/n$n.out"); return; fi
@@ -33,5 +38,12 @@ for _ in $(seq 600); do
   if inforce 0 && inforce 1 && inforce 2; then break; fi
   sleep 0.05
 done
-echo "cluster: $A0 $A1 $A2"
+echo "cluster: $A0 $A1 $A2; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "${STATS:-}" ]; then
+  sleep 5.5 # the storage thread logs its counters every 5 s
+  for n in 0 1 2; do
+    grep "storage stats" "$TMP/n$n.log" | tail -3 | sed "s/.*storage stats/node $n:/"
+  done
+fi
