@@ -271,3 +271,21 @@ fn phase1_checker_catches_a_leader_skipping_phase1() {
         &["phase1"],
     );
 }
+
+#[test]
+fn ballot_checker_catches_a_ballot_reused_with_another_value() {
+    // A leader that skips phase 1 proposes before its own promise is durable; after a crash
+    // it takes the same ballot again and proposes other values in the same slots.
+    let engine = Faults {
+        skip_phase1: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "skip_phase1",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["ballot"],
+    );
+}

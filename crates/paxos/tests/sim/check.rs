@@ -13,8 +13,9 @@ use doozer_paxos::{Ballot, CommandId, Config, NodeId, ReadError, Record, Slot, V
 pub struct Violation {
     /// Simulated time it was found at.
     pub tick: u64,
-    /// Which invariant: `agreement`, `validity`, `stability`, `durability`, `read-index`,
-    /// `state`, `contract`, `liveness`, `duplicate`.
+    /// Which invariant: `agreement`, `validity`, `stability`, `durability`, `quorum`,
+    /// `ballot`, `phase1`, `alpha`, `read-index`, `state`, `contract`, `liveness`,
+    /// `duplicate` (or `panic`, when the engine panicked).
     pub kind: &'static str,
     /// What was seen.
     pub detail: String,
