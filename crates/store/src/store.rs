@@ -613,8 +613,8 @@ fn apply_batch(
     st.floor = floor;
     if st.applied > opts.retain_slots {
         let cut = st.applied - opts.retain_slots;
-        slot_meta.retain_in(..=cut, |_, _| false)?;
-        slot_values.retain_in(..=(cut, u32::MAX), |_, _| false)?;
+        tables::trim_slot_meta(&mut slot_meta, cut)?;
+        tables::trim_slot_values(&mut slot_values, cut)?;
     }
     if st.applied > CONFIG_KEEP_SLOTS {
         let cut = st.applied - CONFIG_KEEP_SLOTS;

@@ -81,6 +81,31 @@ pub(crate) fn remove_chunks(
     Ok(())
 }
 
+/// Removes the rows of slots up to `cut` from the start of a `slot_meta` table. Unlike
+/// `retain_in`, which copies every leaf it deletes from, this modifies pages in place.
+pub(crate) fn trim_slot_meta(
+    t: &mut redb::Table<'_, u64, Bin>,
+    cut: u64,
+) -> Result<(), StoreError> {
+    use redb::ReadableTable;
+    while t.first()?.is_some_and(|(k, _)| k.value() <= cut) {
+        t.pop_first()?;
+    }
+    Ok(())
+}
+
+/// Removes the chunks of slots up to `cut` from the start of a `slot_values` table.
+pub(crate) fn trim_slot_values(
+    t: &mut redb::Table<'_, (u64, u32), Bin>,
+    cut: u64,
+) -> Result<(), StoreError> {
+    use redb::ReadableTable;
+    while t.first()?.is_some_and(|(k, _)| k.value().0 <= cut) {
+        t.pop_first()?;
+    }
+    Ok(())
+}
+
 /// The values of every slot in `slots`, reassembled, in slot order.
 pub(crate) fn read_chunks(
     t: &impl redb::ReadableTable<(u64, u32), Bin>,
