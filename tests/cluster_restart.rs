@@ -20,12 +20,17 @@ fn full_cluster_restart_keeps_data_and_revisions() {
     for p in cl.nodes.iter_mut() {
         p.kill9();
     }
-    // Restart every node from its data directory alone.
-    let mut restarted = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let p = Proc::start(&cl.dir(i), &cl.log(i), &[]);
+    // Restart every node from its data directory alone, all at once: each asks the others
+    // whether it is still a member while they are starting too.
+    let starts: Vec<_> = (0..3)
+        .map(|i| {
+            let (dir, log) = (cl.dir(i), cl.log(i));
+            std::thread::spawn(move || Proc::start(&dir, &log, &[]))
+        })
+        .collect();
+    let restarted: Vec<Proc> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    for (p, addr) in restarted.iter().zip(&addrs) {
         assert_eq!(&p.addr, addr);
-        restarted.push(p);
     }
     for p in &restarted {
         let mut c = p.client();

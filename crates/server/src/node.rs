@@ -181,19 +181,12 @@ impl Node {
             Err(e) => return Err(store_err(&cfg, e)),
         };
         let mut peers0: Vec<(NodeId, String)> = Vec::new();
-        let (state, config0, then) = if member {
+        let (mut state, config0, then) = if member {
             let config0 = stored_config0.unwrap_or_else(|| solo(id));
             let mut st = store
                 .load_engine_state(cfg.alpha)
                 .map_err(|e| store_err(&cfg, e))?;
             st.configs = patch_configs(st.configs, &config0);
-            if let Some(learner) = rejoin(&cfg, &store, id, &cluster, &advertise, st.applied).await
-            {
-                // Not a voter any more (removed while it was away): resume as a learner, so
-                // the engine does not campaign on a membership the cluster left behind. The
-                // real history replaces this view as the node catches up.
-                st.configs = vec![(st.applied + 1, learner)];
-            }
             let then = if !bootstrapped && config0 == solo(id) {
                 // A first node that stopped before its bootstrap writes were all applied:
                 // nobody else can have joined, so it is still the only voter. (A joiner
@@ -240,7 +233,6 @@ impl Node {
                 .meta_put(meta::MEMBER, b"1")
                 .map_err(|e| store_err(&cfg, e))?;
         }
-        let configs0 = state.configs.clone();
 
         let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE);
         let applied0 = Applied {
@@ -277,6 +269,19 @@ impl Node {
             core.peers.ensure(*pid, paddr);
         }
         let mut tasks = vec![tokio::spawn(crate::listener::run(core.clone(), listener))];
+        if member {
+            // Asked with the listener already up: peers restarting at the same time get
+            // their answers (the driver, started below, takes any writes they need).
+            if let Some(learner) =
+                rejoin(&cfg, &store, id, &cluster, &advertise, state.applied).await
+            {
+                // Not a voter any more (removed while it was away): resume as a learner,
+                // so the engine does not campaign on a membership the cluster left
+                // behind. The real history replaces this view as the node catches up.
+                state.configs = vec![(state.applied + 1, learner)];
+            }
+        }
+        let configs0 = state.configs.clone();
 
         let opts = Options {
             id,
