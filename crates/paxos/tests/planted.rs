@@ -289,3 +289,21 @@ fn ballot_checker_catches_a_ballot_reused_with_another_value() {
         &["ballot"],
     );
 }
+
+#[test]
+fn stability_checker_catches_a_node_deciding_a_slot_twice() {
+    // Without phase 1 a leader can overwrite what a node decided before a crash (and had
+    // not yet applied): the node decides the slot again, otherwise.
+    let engine = Faults {
+        skip_phase1: true,
+        ..Faults::default()
+    };
+    assert_caught_by(
+        "skip_phase1",
+        Planted {
+            engine,
+            ..Planted::default()
+        },
+        &["stability"],
+    );
+}
