@@ -22,8 +22,8 @@ pub struct NodeConfig {
     /// Address written to `/ctl/node/<id>/addr` and used by peers to reach this node.
     /// `None`: the address actually bound.
     pub advertise: Option<String>,
-    /// Peers to join through (`-a`, or the `ca=` addresses of `-b`). Ignored when the data
-    /// directory already holds a cluster member.
+    /// Peers to join through (`-a`, or the `ca=` addresses of `-b`). A restarted member asks
+    /// them, with the peers it knows, to register it again if it was removed.
     pub attach: Vec<String>,
     /// Cluster name (`-c`). `None`: the stored name, else [`DEFAULT_CLUSTER`].
     pub cluster: Option<String>,

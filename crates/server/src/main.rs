@@ -20,7 +20,8 @@ struct Args {
     listen: Option<String>,
 
     /// Join an existing cluster through this member's address (repeatable: tried in turn).
-    /// Ignored when the data directory already holds a member.
+    /// A node restarting from its data directory asks these (and the peers it knows)
+    /// whether it is still a member, and to register it again if it was removed.
     #[arg(short = 'a', value_name = "ADDR")]
     attach: Vec<String>,
 
