@@ -4,13 +4,15 @@
 //! `cargo bench -p doozer-store --bench store`. Environment: `BENCH_FILES` (default 1000000)
 //! sets the size of the read store (0: no read test), `BENCH_SECS` (default 3) the time per
 //! write measurement, `BENCH_BATCHES` (default `1,16,256`) the batch sizes.
-//! `BENCH_RETAIN` sets `retain_slots` of the write stores (0: decided values are not kept).
+//! `BENCH_RETAIN` sets `retain_slots` of the write stores (0: decided values are not kept);
+//! `BENCH_ACCEPT=1` makes each commit also accept the next slot's value, as a leader's do (the
+//! value is then stored at accept time and deciding it only marks it decided).
 //! Each line also gives the CPU time per operation, the bytes written per commit and the
 //! share of time spent waiting for a CPU, which mean more than wall time on a shared machine.
 
 use std::time::Instant;
 
-use doozer_paxos::{Command, CommandId, NodeId, Value};
+use doozer_paxos::{Ballot, Command, CommandId, NodeId, Record, Value};
 use doozer_store::codec::encode_op;
 use doozer_store::{Batch, Op, Store, StoreOptions};
 use rand::{Rng, SeedableRng};
@@ -65,22 +67,44 @@ fn writes(batch: usize, spread: u64, secs: f64) {
     let cpu0 = thread_cpu();
     let queued0 = runqueue_wait();
     let io0 = written_bytes();
-    let start = Instant::now();
-    while start.elapsed().as_secs_f64() < secs {
-        let mut value = slots[(commits % 64) as usize].clone();
+    let accept = env("BENCH_ACCEPT", 0) == 1;
+    let ballot = Ballot {
+        round: 1,
+        node: NodeId(1),
+    };
+    let mut next = |n: u64| {
+        let mut value = slots[(n % 64) as usize].clone();
         if let Value::Batch(cmds) = &mut value {
             for c in cmds.iter_mut() {
                 seq += 1;
                 c.id.seq = seq; // fresh ids: no duplicate short-cuts
             }
         }
+        value
+    };
+    let mut accepted = next(0);
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
         let slot = store.applied_slot() + 1;
-        store
-            .commit(Batch {
+        let b = if accept {
+            // As a leader does: accept the next slot's value, decide the one accepted before.
+            let value = next(commits + 1);
+            let decided = std::mem::replace(&mut accepted, value.clone());
+            Batch {
+                records: vec![Record::Accept {
+                    slot: slot + 1,
+                    ballot,
+                    value,
+                }],
+                decided: vec![(slot, decided)],
+            }
+        } else {
+            Batch {
                 records: vec![],
-                decided: vec![(slot, value)],
-            })
-            .unwrap();
+                decided: vec![(slot, next(commits))],
+            }
+        };
+        store.commit(b).unwrap();
         commits += 1;
         sets += batch as u64;
     }
