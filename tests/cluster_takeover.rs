@@ -92,6 +92,93 @@ fn removed_voter_rejoins_when_restarted() {
         .contains("no longer a voter; resuming as a learner"));
 }
 
+#[test]
+fn removed_voter_that_resumed_stale_rejoins() {
+    let mut cl = Cluster::new();
+    cl.three_voters(&["--timeout", "2"]);
+    let leader = eventually(Duration::from_secs(10), "a leader", || {
+        (0..3).find(|&i| cl.nodes[i].is_leader())
+    });
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
+    let victim_id = cl.nodes[victim].id.clone();
+    let mut c = cl.nodes[other].client();
+    cl.nodes[victim].kill9();
+    eventually(Duration::from_secs(30), "the dead voter removed", || {
+        let gone = !Cluster::voters(&mut c).contains(&victim_id)
+            && !c.getdir_all("/ctl/node").contains(&victim_id);
+        gone.then_some(())
+    });
+    let r = c.set("/t/while-away", -1, b"w").unwrap();
+
+    // Its peers don't answer while it restarts (frozen, like an unreachable network): it
+    // resumes from its stored membership, as a voter the cluster no longer has.
+    cl.nodes[leader].pause();
+    cl.nodes[other].pause();
+    let back = cl_restart(&mut cl, victim);
+    assert!(cl.nodes[back].log_text().contains("no peer answered"));
+    cl.nodes[leader].resume();
+    cl.nodes[other].resume();
+
+    // A member answers its (late) question and registers it again: a learner, led.
+    eventually(Duration::from_secs(60), "the node back in a slot", || {
+        Cluster::voters(&mut c).contains(&victim_id).then_some(())
+    });
+    let mut cb = cl.nodes[back].client();
+    eventually(Duration::from_secs(30), "the node caught up", || {
+        (cb.rev() >= r).then_some(())
+    });
+    assert_eq!(cb.get("/t/while-away").unwrap(), (b"w".to_vec(), r));
+    let r2 = cb.set("/t/back", -1, b"b").unwrap();
+    assert_eq!(c.get("/t/back").unwrap(), (b"b".to_vec(), r2));
+}
+
+#[test]
+fn removed_voter_alone_at_restart_rejoins_later() {
+    let mut cl = Cluster::new();
+    cl.three_voters(&["--timeout", "2"]);
+    let leader = eventually(Duration::from_secs(10), "a leader", || {
+        (0..3).find(|&i| cl.nodes[i].is_leader())
+    });
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
+    let victim_id = cl.nodes[victim].id.clone();
+    let mut c = cl.nodes[other].client();
+    cl.nodes[victim].kill9();
+    eventually(Duration::from_secs(30), "the dead voter removed", || {
+        let gone = !Cluster::voters(&mut c).contains(&victim_id)
+            && !c.getdir_all("/ctl/node").contains(&victim_id);
+        gone.then_some(())
+    });
+    let r = c.set("/t/while-away", -1, b"w").unwrap();
+
+    // Its peers are down while it restarts: it resumes from its stored membership, as a
+    // voter the cluster no longer has. Then they come back, without it.
+    drop(c);
+    cl.nodes[leader].stop();
+    cl.nodes[other].stop();
+    let back = cl_restart(&mut cl, victim);
+    assert!(cl.nodes[back].log_text().contains("no peer answered"));
+    cl_restart(&mut cl, leader);
+    let o2 = cl_restart(&mut cl, other);
+    let mut c = cl.nodes[o2].client();
+
+    // Nobody leads it; it asks again, learns it was removed, and comes back as a learner.
+    eventually(Duration::from_secs(60), "the node back in a slot", || {
+        Cluster::voters(&mut c).contains(&victim_id).then_some(())
+    });
+    let mut cb = cl.nodes[back].client();
+    eventually(Duration::from_secs(30), "the node caught up", || {
+        (cb.rev() >= r).then_some(())
+    });
+    assert_eq!(cb.get("/t/while-away").unwrap(), (b"w".to_vec(), r));
+    let r2 = cb.set("/t/back", -1, b"b").unwrap();
+    assert_eq!(c.get("/t/back").unwrap(), (b"b".to_vec(), r2));
+    assert!(cl.nodes[back]
+        .log_text()
+        .contains("this node is no longer a voter; catching up by snapshot"));
+}
+
 /// Restarts node `i` from its data directory alone; returns its new index in `nodes`.
 fn cl_restart(cl: &mut Cluster, i: usize) -> usize {
     let p = cluster_support::Proc::start(&cl.dir(i), &cl.log(i), &[]);

@@ -212,6 +212,41 @@ pub(crate) async fn handle_join(core: &Arc<Core>, req: JoinRequest) -> Result<Jo
     })
 }
 
+/// Asks every peer this node knows (its stored `/ctl/node/*/addr`, and `-a`) whether it is
+/// still a member, registering it again if it was removed; see [`rejoin`].
+pub(crate) async fn ask_peers(
+    cfg: &crate::config::NodeConfig,
+    store: &Store,
+    id: NodeId,
+    cluster: &str,
+    advertise: &str,
+    applied: u64,
+    within: Duration,
+) -> Option<JoinInfo> {
+    let mut peers: Vec<String> = node_addrs(store)
+        .into_iter()
+        .filter(|(p, _)| *p != id)
+        .map(|(_, a)| a)
+        .collect();
+    for a in &cfg.attach {
+        if !peers.contains(a) && a != advertise {
+            peers.push(a.clone());
+        }
+    }
+    if peers.is_empty() {
+        return None;
+    }
+    let req = JoinRequest {
+        id,
+        addr: advertise.to_string(),
+        hostname: hostname(),
+        version: crate::config::VERSION.to_string(),
+        cluster: cluster.to_string(),
+        applied,
+    };
+    rejoin(&peers, &req, within).await
+}
+
 /// A restarted member's side: asks every known peer at once to register it again if the
 /// cluster removed it meanwhile (a voter silent for `--timeout` loses its slot and its
 /// `/ctl/node` files). Returns the answer of the member that has applied the most, or
@@ -298,6 +333,9 @@ pub(crate) async fn membership_task(h: Handle) {
     let mut ctl = core.ctl_changes.subscribe();
     let mut consensus = core.consensus.subscribe();
     let mut leader_since: Option<Instant> = None;
+    // Since when no leader is known, and when the peers were last asked about it.
+    let mut leaderless_since: Option<Instant> = None;
+    let mut asked: Option<Instant> = None;
     // Re-register only a node that was registered and then removed: a joiner still
     // catching up does not see its own registration yet.
     let mut seen_registered = false;
@@ -312,8 +350,20 @@ pub(crate) async fn membership_task(h: Handle) {
         let cons = core.consensus.borrow().clone();
         if cons.leader.is_none() {
             leader_since = None;
+            let since = *leaderless_since.get_or_insert_with(Instant::now);
+            // Cheap for the peers (answered from their applied state), so soon: a working
+            // cluster elects a leader well within this.
+            let patience = core
+                .cfg
+                .timeout
+                .clamp(Duration::from_secs(1), Duration::from_secs(3));
+            if since.elapsed() >= patience && asked.is_none_or(|t| t.elapsed() >= patience) {
+                asked = Some(Instant::now());
+                ask_if_removed(&core).await;
+            }
             continue;
         }
+        leaderless_since = None;
         if cons.is_leader {
             let since = *leader_since.get_or_insert_with(Instant::now);
             reap_silent(&h, since).await;
@@ -323,6 +373,45 @@ pub(crate) async fn membership_task(h: Handle) {
         }
         claim_slot(&h, &mut seen_registered).await;
     }
+}
+
+/// A node that has heard no leader for a long while may have been removed while it was
+/// cut off (a voter silent for `--timeout` loses its slot): nobody sends it anything then,
+/// and it campaigns on a membership the cluster left behind. It asks its peers; if one
+/// that has applied more says it is not a voter (and registers it again), the node takes
+/// a snapshot from it, which makes it a learner of the current membership; it then
+/// follows the leader and claims a free slot like any learner.
+async fn ask_if_removed(core: &Arc<Core>) {
+    let applied = core.applied.borrow().slot;
+    let Some(info) = ask_peers(
+        &core.cfg,
+        &core.store,
+        core.id,
+        &core.cluster,
+        &core.advertise,
+        applied,
+        Duration::from_secs(3),
+    )
+    .await
+    else {
+        return;
+    };
+    if info.applied <= applied || info.voters.is_empty() || info.voters.contains(&core.id) {
+        return;
+    }
+    tracing::warn!(
+        member = %info.id,
+        its_applied = info.applied,
+        applied,
+        "no leader heard and this node is no longer a voter; catching up by snapshot"
+    );
+    if let Some((_, addr)) = info.addrs.iter().find(|(i, _)| *i == info.id) {
+        core.peers.ensure(info.id, addr);
+    }
+    let _ = core
+        .driver
+        .send(crate::driver::Input::FetchSnapshot(info.id))
+        .await;
 }
 
 /// On the leader: while the membership in the tree differs from the one governing the next

@@ -30,6 +30,8 @@ pub(crate) enum Input {
     Peer(NodeId, Message),
     /// A snapshot fetch ended (installed, or failed).
     Snapshot(Result<SnapshotMeta, String>),
+    /// Fetch a snapshot from this peer (a node that finds it was removed while cut off).
+    FetchSnapshot(NodeId),
 }
 
 /// Inputs handled per wake-up before `ready()` is drained (bounds latency of a burst).
@@ -132,6 +134,7 @@ impl Driver {
             }
             Input::ReadIndex(ctx) => self.engine.read_index(ctx),
             Input::Peer(from, msg) => self.engine.step(from, msg),
+            Input::FetchSnapshot(from) => self.start_snapshot(from, 0),
             Input::Snapshot(res) => {
                 self.snapshot_busy = false;
                 match res {

@@ -391,28 +391,9 @@ async fn rejoin(
     advertise: &str,
     applied: u64,
 ) -> Option<Config> {
-    let mut peers: Vec<String> = cluster::node_addrs(store)
-        .into_iter()
-        .filter(|(p, _)| *p != id)
-        .map(|(_, a)| a)
-        .collect();
-    for a in &cfg.attach {
-        if !peers.contains(a) && a != advertise {
-            peers.push(a.clone());
-        }
-    }
-    if peers.is_empty() {
-        return None;
-    }
-    let req = JoinRequest {
-        id,
-        addr: advertise.to_string(),
-        hostname: cluster::hostname(),
-        version: crate::config::VERSION.to_string(),
-        cluster: cluster.to_string(),
-        applied,
-    };
-    let Some(info) = cluster::rejoin(&peers, &req, REJOIN_WITHIN).await else {
+    let Some(info) =
+        cluster::ask_peers(cfg, store, id, cluster, advertise, applied, REJOIN_WITHIN).await
+    else {
         tracing::info!("no peer answered; resuming from the stored membership");
         return None;
     };
