@@ -357,7 +357,10 @@ pub(crate) async fn membership_task(h: Handle) {
                 .cfg
                 .timeout
                 .clamp(Duration::from_secs(1), Duration::from_secs(3));
-            if since.elapsed() >= patience && asked.is_none_or(|t| t.elapsed() >= patience) {
+            // Only a node that thinks it votes: a learner is led as soon as there is a leader.
+            let votes = cons.in_force.voters.contains(&core.id);
+            if votes && since.elapsed() >= patience && asked.is_none_or(|t| t.elapsed() >= patience)
+            {
                 asked = Some(Instant::now());
                 ask_if_removed(&core).await;
             }
