@@ -162,3 +162,57 @@ fn secrets_gate_reads_and_writes() {
     );
     assert!(!d.call(&req(Verb::Rev, 2)).is_err());
 }
+
+/// GET, GETDIR, STAT and WALK at a future rev wait for it, then answer as of that rev
+/// (doozer-protocol.md §11: reads at a future rev block).
+#[test]
+fn reads_at_a_future_rev_wait_for_it() {
+    let s = Server::start();
+    let mut c = s.raw();
+    let now = c.call(&req(Verb::Rev, 1)).rev.unwrap();
+    let at = now + 3;
+    c.send(&req(Verb::Get, 2).with_path("/fr/c").with_rev(at));
+    c.send(
+        &req(Verb::Getdir, 3)
+            .with_path("/fr")
+            .with_offset(2)
+            .with_rev(at),
+    );
+    c.send(&req(Verb::Stat, 4).with_path("/fr").with_rev(at));
+    c.send(
+        &req(Verb::Walk, 5)
+            .with_path("/fr/*")
+            .with_offset(2)
+            .with_rev(at),
+    );
+    // Nothing is answered before the rev exists: the REV sent after them comes first.
+    assert_eq!(c.call(&req(Verb::Rev, 6)).tag, Some(6));
+    let mut w = s.raw();
+    let mut revs = Vec::new();
+    for (t, p) in [(1, "/fr/a"), (2, "/fr/b"), (3, "/fr/c"), (4, "/fr/d")] {
+        let r = w.call(&req(Verb::Set, t).with_path(p).with_rev(-1).with_value(p));
+        revs.push(r.rev.unwrap());
+    }
+    assert!(
+        revs[2] >= at,
+        "{revs:?} (another write took a rev meanwhile?)"
+    );
+    let mut got = BTreeMap::new();
+    for _ in 0..4 {
+        let r = c.recv();
+        got.insert(r.tag.unwrap(), r);
+    }
+    // At rev `at` (= the third set if nothing else wrote), /fr/d does not exist yet.
+    if revs[2] == at {
+        assert_eq!(
+            got[&2],
+            Response::ok(Some(2)).with_rev(at).with_value("/fr/c")
+        );
+        assert_eq!(got[&3], Response::ok(Some(3)).with_path("c"));
+        assert_eq!(got[&4], Response::ok(Some(4)).with_rev(-2).with_len(3));
+        assert_eq!(got[&5].path.as_deref(), Some("/fr/c"));
+    }
+    for r in got.values() {
+        assert!(!r.is_err(), "{r:?}");
+    }
+}
