@@ -212,17 +212,14 @@ pub(crate) async fn handle_join(core: &Arc<Core>, req: JoinRequest) -> Result<Jo
     })
 }
 
-/// Asks every peer this node knows (its stored `/ctl/node/*/addr`, and `-a`) whether it is
-/// still a member, registering it again if it was removed; see [`rejoin`].
-pub(crate) async fn ask_peers(
+/// The addresses this node can ask about its membership: the other nodes' stored
+/// `/ctl/node/*/addr`, and `-a`.
+pub(crate) fn known_peers(
     cfg: &crate::config::NodeConfig,
     store: &Store,
     id: NodeId,
-    cluster: &str,
     advertise: &str,
-    applied: u64,
-    within: Duration,
-) -> Option<JoinInfo> {
+) -> Vec<String> {
     let mut peers: Vec<String> = node_addrs(store)
         .into_iter()
         .filter(|(p, _)| *p != id)
@@ -233,6 +230,19 @@ pub(crate) async fn ask_peers(
             peers.push(a.clone());
         }
     }
+    peers
+}
+
+/// Asks `peers` whether this node is still a member, registering it again if it was
+/// removed; see [`rejoin`].
+pub(crate) async fn ask_peers(
+    peers: &[String],
+    id: NodeId,
+    cluster: &str,
+    advertise: &str,
+    applied: u64,
+    within: Duration,
+) -> Option<JoinInfo> {
     if peers.is_empty() {
         return None;
     }
@@ -244,7 +254,7 @@ pub(crate) async fn ask_peers(
         cluster: cluster.to_string(),
         applied,
     };
-    rejoin(&peers, &req, within).await
+    rejoin(peers, &req, within).await
 }
 
 /// A restarted member's side: asks every known peer at once to register it again if the
@@ -386,9 +396,9 @@ pub(crate) async fn membership_task(h: Handle) {
 /// follows the leader and claims a free slot like any learner.
 async fn ask_if_removed(core: &Arc<Core>) {
     let applied = core.applied.borrow().slot;
+    let peers = known_peers(&core.cfg, &core.store, core.id, &core.advertise);
     let Some(info) = ask_peers(
-        &core.cfg,
-        &core.store,
+        &peers,
         core.id,
         &core.cluster,
         &core.advertise,

@@ -288,6 +288,8 @@ impl Node {
             alpha: cfg.alpha,
             heartbeat_ticks: 5,
             election_ticks: (30, 60),
+            // Under load, bigger slots rather than more of them: fewer fsyncs per command.
+            max_inflight: 2,
             max_batch_cmds: 4096,
             max_batch_bytes: 8 << 20,
             max_pending: 65_536,
@@ -391,8 +393,12 @@ async fn rejoin(
     advertise: &str,
     applied: u64,
 ) -> Option<Config> {
+    let peers = cluster::known_peers(cfg, store, id, advertise);
+    if peers.is_empty() {
+        return None; // a cluster of one
+    }
     let Some(info) =
-        cluster::ask_peers(cfg, store, id, cluster, advertise, applied, REJOIN_WITHIN).await
+        cluster::ask_peers(&peers, id, cluster, advertise, applied, REJOIN_WITHIN).await
     else {
         tracing::info!("no peer answered; resuming from the stored membership");
         return None;
