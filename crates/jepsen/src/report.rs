@@ -171,6 +171,11 @@ fn verdict_lines(ctx: &Context<'_>) -> (Vec<String>, Option<(usize, Vec<usize>)>
                 None => out.push(format!("  committed history: {p}")),
             }
         }
+        if let Some(data) = &ctx.collected.watch {
+            for n in &data.reference_notes {
+                out.push(format!("  note: {n}"));
+            }
+        }
     }
     for p in &ctx.verdicts.problems {
         out.push(format!("problem: {p}"));

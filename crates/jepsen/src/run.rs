@@ -89,6 +89,8 @@ pub struct WatchData {
     pub acked: Vec<AckedWrite>,
     /// Why the committed history could not be read, if it could not.
     pub reference_error: Option<String>,
+    /// Nodes passed over when reading the committed history (no history that far back).
+    pub reference_notes: Vec<String>,
 }
 
 /// Everything a run collected.
@@ -179,11 +181,15 @@ where
                 from_rev: w.from_rev,
                 ..WatchData::default()
             };
-            match workload::read_committed(&uris.clients[0], w.from_rev, spec.recovery).await {
-                Ok((reference, end)) => {
+            let read =
+                workload::read_committed(&uris.clients[0], &uris.nodes, w.from_rev, spec.recovery)
+                    .await;
+            match read {
+                Ok((reference, end, notes)) => {
                     w.await_caught_up(&reference, spec.recovery).await;
                     data.reference = reference;
                     data.end_rev = end;
+                    data.reference_notes = notes;
                 }
                 Err(e) => data.reference_error = Some(e.to_string()),
             }

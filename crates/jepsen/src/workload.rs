@@ -546,24 +546,66 @@ pub async fn watch_writer(
     }
 }
 
-/// After the writers stopped and the cluster healed: writes an end marker and reads the
-/// committed history of [`WATCH_GLOBS`]`[0]` from `from_rev` up to the marker with a fresh
-/// client. Returns the events and the marker's revision.
+/// After the writers stopped and the cluster healed: writes an end marker (through `uri`)
+/// and reads the committed history of [`WATCH_GLOBS`]`[0]` from `from_rev` up to the marker
+/// with a fresh client on one node of `node_uris`. A node that caught up by installing a
+/// snapshot keeps no history before it and answers `TOO_LATE`; the next node is tried then.
+/// Returns the events, the marker's revision, and a note for each node passed over.
 pub async fn read_committed(
     uri: &str,
+    node_uris: &[String],
     from_rev: i64,
     within: Duration,
-) -> Result<(Vec<SeenEvent>, i64), ClientError> {
+) -> Result<(Vec<SeenEvent>, i64, Vec<String>), ClientError> {
     let client = retry(within, || {
         Client::connect_with(uri, client_options(Duration::from_secs(10)))
     })
     .await?;
     let marker = format!("{WATCH_DIR}/end");
     let end = retry(within, || client.set(&marker, -1, "end")).await?;
+    let mut notes = Vec::new();
+    let mut last = None;
+    for (i, node) in node_uris.iter().enumerate() {
+        match read_history(node, from_rev, end, within).await {
+            Ok(events) => return Ok((events, end, notes)),
+            Err(e) => {
+                notes.push(format!(
+                    "node n{i} could not serve the committed history from rev {from_rev}: {e}"
+                ));
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(ClientError::InvalidUri {
+        reason: "no nodes".into(),
+    }))
+}
+
+/// WAITs on one node from `from_rev` through `end`. Transient errors are retried until
+/// `within` passes; `TOO_LATE` (the node has no history that far back) is returned at once.
+async fn read_history(
+    uri: &str,
+    from_rev: i64,
+    end: i64,
+    within: Duration,
+) -> Result<Vec<SeenEvent>, ClientError> {
+    let deadline = Instant::now() + within;
+    let client = retry(within, || {
+        Client::connect_with(uri, client_options(Duration::from_secs(10)))
+    })
+    .await?;
     let mut events = Vec::new();
     let mut next = from_rev;
     while next <= end {
-        let ev = retry(within, || client.wait(WATCH_GLOBS[0], next)).await?;
+        let ev = loop {
+            match client.wait(WATCH_GLOBS[0], next).await {
+                Ok(ev) => break ev,
+                Err(e) if e.code() == Some(ErrCode::TooLate) || Instant::now() >= deadline => {
+                    return Err(e)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         next = ev.rev + 1;
         events.push(SeenEvent {
             watcher: u64::MAX,
@@ -574,7 +616,7 @@ pub async fn read_committed(
             time: 0,
         });
     }
-    Ok((events, end))
+    Ok(events)
 }
 
 #[cfg(test)]

@@ -176,3 +176,42 @@ async fn watch_on_a_linearizable_store_passes() {
     let (txt, _) = reports(Workload::Watch, &c, &v);
     assert!(txt.contains("watch: PASS"), "{txt}");
 }
+
+/// A node that caught up from a snapshot has no history before it (TOO_LATE): the
+/// committed history is then read from another node, and the report says which was
+/// passed over.
+#[tokio::test]
+async fn committed_history_is_read_from_a_node_that_kept_it() {
+    // Two fake clusters stand for two nodes of one cluster: the same writes, but the
+    // first has forgotten its early history.
+    let (lost, kept) = (FakeCluster::new(), FakeCluster::new());
+    for c in [&lost, &kept] {
+        for i in 0..5 {
+            c.set(
+                &format!("{}/a/0", doozer_jepsen::workload::WATCH_DIR),
+                -1,
+                format!("v{i}").as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+    let from_rev = kept.rev() - 4;
+    lost.forget_before(lost.rev());
+    let (a, b) = (lost.start().await, kept.start().await);
+    let (events, end, notes) = doozer_jepsen::workload::read_committed(
+        &b.uri(),
+        &[a.uri(), b.uri()],
+        from_rev,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    // Five writes and the end marker.
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events.last().unwrap().rev, end);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("node n0 ") && notes[0].contains("TOO_LATE"),
+        "{notes:?}"
+    );
+}
