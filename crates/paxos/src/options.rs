@@ -14,6 +14,11 @@ pub struct Options {
     pub heartbeat_ticks: u32,
     /// A follower that hears no leader for a random number of ticks in `[min, max)` campaigns.
     pub election_ticks: (u32, u32),
+    /// At most this many slots of new commands proposed by a leader and not yet decided
+    /// (never more than `alpha`). Commands that arrive meanwhile wait and go together in the
+    /// next slot: under load, slots get bigger instead of more numerous, so each fsync and
+    /// each message carries more commands. Recovered values and no-ops are not held back.
+    pub max_inflight: u64,
     /// At most this many commands in one slot value.
     pub max_batch_cmds: usize,
     /// At most about this many bytes in one slot value (a single larger command still goes).
@@ -35,6 +40,7 @@ impl Default for Options {
             alpha: 50,
             heartbeat_ticks: 5,
             election_ticks: (30, 60),
+            max_inflight: u64::MAX,
             max_batch_cmds: 1024,
             max_batch_bytes: 1 << 20,
             max_pending: 16_384,

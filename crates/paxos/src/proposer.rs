@@ -398,6 +398,9 @@ impl Engine {
                 v
             } else if slot <= l.recovery_end {
                 Value::Noop
+            } else if slot - self.decided.min(slot) > self.opts.max_inflight {
+                // Enough new slots in flight: let the queue grow into a bigger batch.
+                return;
             } else if let Some(batch) = self.take_batch() {
                 batch
             } else {

@@ -1299,3 +1299,66 @@ fn a_new_voter_is_asked_for_a_promise_before_its_slots_are_proposed() {
         }
     );
 }
+
+#[test]
+fn max_inflight_holds_new_commands_for_one_bigger_slot() {
+    let b1 = ballot(1, A);
+    let mut a = Engine::new(
+        Options {
+            max_inflight: 1,
+            ..opts(A)
+        },
+        PersistentState::empty(cfg()),
+    );
+    campaign(&mut a);
+    let empty = Message::Promise {
+        ballot: b1,
+        from_slot: 1,
+        accepted: vec![],
+        decided: vec![],
+    };
+    a.step(A, empty.clone());
+    a.step(B, empty);
+    a.ready();
+    assert!(a.status().is_leader);
+
+    a.propose(cmd(1, b"p")).unwrap();
+    let r = a.ready();
+    let v1 = batch(1, b"p");
+    assert_eq!(
+        r.persist,
+        vec![Record::Accept {
+            slot: 1,
+            ballot: b1,
+            value: v1.clone()
+        }]
+    );
+    // Slot 1 is in flight: q and r wait instead of taking slots 2 and 3.
+    a.propose(cmd(2, b"q")).unwrap();
+    a.propose(cmd(3, b"r")).unwrap();
+    assert!(
+        a.ready().is_empty(),
+        "nothing proposed while slot 1 is undecided"
+    );
+
+    for from in [A, B] {
+        a.step(
+            from,
+            Message::Accepted {
+                ballot: b1,
+                slot: 1,
+            },
+        );
+    }
+    let r = a.ready();
+    assert_eq!(r.decided, vec![(1, v1)]);
+    // Both waiting commands go together in slot 2.
+    assert_eq!(
+        r.persist,
+        vec![Record::Accept {
+            slot: 2,
+            ballot: b1,
+            value: Value::Batch(vec![cmd(2, b"q"), cmd(3, b"r")])
+        }]
+    );
+}

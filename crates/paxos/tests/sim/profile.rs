@@ -95,6 +95,8 @@ pub struct Profile {
     pub election_ticks: (u32, u32),
     /// Engine option.
     pub max_batch_cmds: usize,
+    /// The leader's bound on slots of new commands in flight.
+    pub max_inflight: u64,
     /// Engine option.
     pub max_pending: usize,
     /// Engine option.
@@ -164,6 +166,7 @@ impl Profile {
             max_batch_cmds: pick(rng, &[1, 3, 64]),
             max_pending: pick(rng, &[4, 64, 1024]),
             retain_decided: pick(rng, &[4, 16, 1000]),
+            max_inflight: pick(rng, &[1, 2, 4, u64::MAX]),
             planted,
         }
     }
@@ -172,7 +175,7 @@ impl Profile {
     pub fn describe(&self) -> String {
         format!(
             "{:?} drop={} dup={} delay={:?} long={}/{} crash={} down={:?} power={} pause={}/{:?} skew={} slow_disks={} part={} part_len={:?} fsync={}/{} \
-             clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} pending={} retain={} planted={:?}",
+             clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} inflight={} pending={} retain={} planted={:?}",
             self.shape,
             self.net.drop_p,
             self.net.dup_p,
@@ -198,6 +201,7 @@ impl Profile {
             self.heartbeat_ticks,
             self.election_ticks,
             self.max_batch_cmds,
+            self.max_inflight,
             self.max_pending,
             self.retain_decided,
             self.planted,
