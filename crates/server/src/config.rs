@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub retain_slots: u64,
     /// Maximum undecided slots in flight, and the membership delay (the alpha rule).
     pub alpha: u64,
+    /// Slots of new commands a leader keeps in flight at most (commands arriving meanwhile
+    /// share the next slot); 0: no bound but `alpha`.
+    pub max_inflight: u64,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             tick: Duration::from_millis(10),
             retain_slots: 4096,
             alpha: 50,
+            max_inflight: 2,
         }
     }
 }

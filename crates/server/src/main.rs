@@ -85,6 +85,10 @@ struct Args {
     #[arg(long, hide = true, default_value_t = 50)]
     alpha: u64,
 
+    /// Slots of new commands a leader keeps in flight at most (0: up to alpha).
+    #[arg(long, hide = true, default_value_t = 2)]
+    max_inflight: u64,
+
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -162,6 +166,7 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
         unsafe_local_reads: args.unsafe_local_reads,
         retain_slots: args.retain_slots,
         alpha: args.alpha.max(1),
+        max_inflight: args.max_inflight,
         ..NodeConfig::default()
     })
 }
@@ -268,6 +273,7 @@ mod tests {
         assert_eq!(c.hist_revs, 100_000);
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.write_deadline, Duration::from_secs(10));
+        assert_eq!((c.alpha, c.max_inflight), (50, 2));
     }
 
     #[test]

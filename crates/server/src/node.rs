@@ -289,7 +289,11 @@ impl Node {
             heartbeat_ticks: 5,
             election_ticks: (30, 60),
             // Under load, bigger slots rather than more of them: fewer fsyncs per command.
-            max_inflight: 2,
+            max_inflight: if cfg.max_inflight == 0 {
+                u64::MAX
+            } else {
+                cfg.max_inflight
+            },
             max_batch_cmds: 4096,
             max_batch_bytes: 8 << 20,
             max_pending: 65_536,
