@@ -184,12 +184,20 @@ where
             let read =
                 workload::read_committed(&uris.clients[0], &uris.nodes, w.from_rev, spec.recovery)
                     .await;
+            let (read, notes) = read;
+            data.reference_notes = notes;
             match read {
-                Ok((reference, end, notes)) => {
+                Ok((reference, end)) => {
                     w.await_caught_up(&reference, spec.recovery).await;
                     data.reference = reference;
                     data.end_rev = end;
-                    data.reference_notes = notes;
+                }
+                Err(e) if e.code() == Some(doozer_client::ErrCode::TooLate) => {
+                    data.reference_error = Some(format!(
+                        "{e}: no node kept the history back to rev {} (a node that catches \
+                         up from a snapshot keeps no history before it)",
+                        w.from_rev
+                    ))
                 }
                 Err(e) => data.reference_error = Some(e.to_string()),
             }

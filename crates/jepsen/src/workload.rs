@@ -550,24 +550,32 @@ pub async fn watch_writer(
 /// and reads the committed history of [`WATCH_GLOBS`]`[0]` from `from_rev` up to the marker
 /// with a fresh client on one node of `node_uris`. A node that caught up by installing a
 /// snapshot keeps no history before it and answers `TOO_LATE`; the next node is tried then.
-/// Returns the events, the marker's revision, and a note for each node passed over.
+/// Returns the events and the marker's revision, and (either way) a note for each node
+/// passed over. When every node has installed a snapshot since `from_rev`, no node can
+/// serve it and the history cannot be checked.
 pub async fn read_committed(
     uri: &str,
     node_uris: &[String],
     from_rev: i64,
     within: Duration,
-) -> Result<(Vec<SeenEvent>, i64, Vec<String>), ClientError> {
-    let client = retry(within, || {
-        Client::connect_with(uri, client_options(Duration::from_secs(10)))
-    })
-    .await?;
-    let marker = format!("{WATCH_DIR}/end");
-    let end = retry(within, || client.set(&marker, -1, "end")).await?;
+) -> (Result<(Vec<SeenEvent>, i64), ClientError>, Vec<String>) {
     let mut notes = Vec::new();
+    let end = async {
+        let client = retry(within, || {
+            Client::connect_with(uri, client_options(Duration::from_secs(10)))
+        })
+        .await?;
+        let marker = format!("{WATCH_DIR}/end");
+        retry(within, || client.set(&marker, -1, "end")).await
+    };
+    let end = match end.await {
+        Ok(end) => end,
+        Err(e) => return (Err(e), notes),
+    };
     let mut last = None;
     for (i, node) in node_uris.iter().enumerate() {
         match read_history(node, from_rev, end, within).await {
-            Ok(events) => return Ok((events, end, notes)),
+            Ok(events) => return (Ok((events, end)), notes),
             Err(e) => {
                 notes.push(format!(
                     "node n{i} could not serve the committed history from rev {from_rev}: {e}"
@@ -576,9 +584,10 @@ pub async fn read_committed(
             }
         }
     }
-    Err(last.unwrap_or(ClientError::InvalidUri {
+    let e = last.unwrap_or(ClientError::InvalidUri {
         reason: "no nodes".into(),
-    }))
+    });
+    (Err(e), notes)
 }
 
 /// WAITs on one node from `from_rev` through `end`. Transient errors are retried until

@@ -198,14 +198,14 @@ async fn committed_history_is_read_from_a_node_that_kept_it() {
     let from_rev = kept.rev() - 4;
     lost.forget_before(lost.rev());
     let (a, b) = (lost.start().await, kept.start().await);
-    let (events, end, notes) = doozer_jepsen::workload::read_committed(
+    let (read, notes) = doozer_jepsen::workload::read_committed(
         &b.uri(),
         &[a.uri(), b.uri()],
         from_rev,
         Duration::from_secs(2),
     )
-    .await
-    .unwrap();
+    .await;
+    let (events, end) = read.unwrap();
     // Five writes and the end marker.
     assert_eq!(events.len(), 6, "{events:?}");
     assert_eq!(events.last().unwrap().rev, end);
@@ -214,4 +214,18 @@ async fn committed_history_is_read_from_a_node_that_kept_it() {
         notes[0].starts_with("node n0 ") && notes[0].contains("TOO_LATE"),
         "{notes:?}"
     );
+
+    // No node kept it: the error, and a note for every node.
+    let (read, notes) = doozer_jepsen::workload::read_committed(
+        &a.uri(),
+        &[a.uri(), a.uri()],
+        from_rev,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        read.unwrap_err().code(),
+        Some(doozer_client::ErrCode::TooLate)
+    );
+    assert_eq!(notes.len(), 2, "{notes:?}");
 }
