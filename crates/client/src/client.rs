@@ -161,6 +161,32 @@ impl Client {
         self.timeout
     }
 
+    /// A client for the same cluster, options and secret with a connection of its own,
+    /// made on first use to the address after the one this client last connected to.
+    /// [`crate::Watch`] uses it when a node cannot serve a revision another node may still
+    /// hold (`TOO_LATE` from a node that caught up from a snapshot), without disturbing the
+    /// requests other clones have in flight on the shared connection.
+    pub(crate) fn on_another_node(&self) -> Client {
+        let inner = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                addrs: inner.addrs.clone(),
+                opts: inner.opts.clone(),
+                tls: inner.tls.clone(),
+                secret: StdMutex::new(
+                    inner
+                        .secret
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone(),
+                ),
+                conn: Mutex::new(None),
+                next_addr: AtomicUsize::new(inner.next_addr.load(Ordering::Relaxed)),
+            }),
+            timeout: self.timeout,
+        }
+    }
+
     /// The cluster addresses this client fails over between.
     pub fn addrs(&self) -> &[String] {
         &self.inner.addrs

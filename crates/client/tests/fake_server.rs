@@ -373,3 +373,34 @@ async fn watch_ends_with_the_servers_error() {
     assert_eq!(e.code(), Some(ErrCode::Other));
     assert!(w.next().await.is_none());
 }
+
+#[tokio::test]
+async fn watch_asks_another_node_when_one_answers_too_late() {
+    // Two fake clusters stand for two nodes of one cluster: the same writes, but the
+    // first has no history before its last revision (as after a snapshot catch-up).
+    let (lost, kept) = (FakeCluster::new(), FakeCluster::new());
+    for c in [&lost, &kept] {
+        for i in 0..3 {
+            c.set("/w/x", -1, format!("v{i}").as_bytes()).unwrap();
+        }
+    }
+    let from = kept.rev() - 2;
+    lost.forget_before(lost.rev());
+    let (a, b) = (lost.start().await, kept.start().await);
+    let uri = format!("doozer:?ca={}&ca={}", a.addr(), b.addr());
+    // Whichever address the client starts at, the watch reads from the node that kept it.
+    for _ in 0..4 {
+        let c = Client::connect_with(&uri, fast_opts()).await.unwrap();
+        let evs: Vec<_> = c.watch("/w/**", from).take(3).collect().await;
+        let values: Vec<_> = evs.into_iter().map(|e| e.unwrap().value).collect();
+        assert_eq!(values, ["v0", "v1", "v2"]);
+    }
+    // A single node without it: TOO_LATE ends the stream.
+    let c = Client::connect_with(&a.uri(), fast_opts()).await.unwrap();
+    let mut w = c.watch("/w/**", from);
+    assert_eq!(
+        w.next().await.unwrap().unwrap_err().code(),
+        Some(ErrCode::TooLate)
+    );
+    assert!(w.next().await.is_none());
+}
