@@ -60,4 +60,5 @@ pub use error::{Result, StoreError};
 pub use op::{
     ApplyResult, Batch, Commit, Event, Op, SnapshotMeta, StoreOptions, FLAG_DEL, FLAG_NOP, FLAG_SET,
 };
+pub use snapshot::{SNAPSHOT_FORMAT, SNAPSHOT_FORMAT_MIN};
 pub use store::Store;

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use doozer_paxos::{Ballot, NodeId, Record, Value};
 use doozer_proto::{ErrCode, Glob};
-use doozer_store::{ApplyResult, Batch, Store, StoreError};
+use doozer_store::{ApplyResult, Batch, Op, Store, StoreError};
 
 /// Every file as (path, value, rev) at `rev`, via WALK.
 fn all_files(s: &Store, rev: Option<i64>) -> Vec<(String, bytes::Bytes, i64)> {
@@ -59,12 +59,12 @@ fn export_install_round_trip() {
         dst.get("/ctl/err", None).unwrap(),
         src.store.get("/ctl/err", None).unwrap()
     );
-    // History starts at the snapshot.
-    assert_eq!(dst.oldest_rev(), meta.rev);
-    assert!(matches!(
-        dst.get("/data/1/f1", Some(meta.rev - 1)),
-        Err(StoreError::TooLate { .. })
-    ));
+    // History came along.
+    assert_eq!(dst.oldest_rev(), src.store.oldest_rev());
+    assert_eq!(
+        dst.get("/data/1/f1", Some(meta.rev - 1)).unwrap(),
+        src.store.get("/data/1/f1", Some(meta.rev - 1)).unwrap()
+    );
     // Remembered command ids came along: a duplicate is answered, not applied.
     let mut dup = Driver {
         store: dst.clone(),
@@ -225,4 +225,178 @@ fn export_is_consistent_while_commits_go_on() {
     }
     writer.join().unwrap();
     assert!(checked > 0);
+}
+
+/// Everything the read verbs say at `rev` about the paths `sample_history` touches.
+fn reads_at(s: &Store, rev: i64) -> Vec<String> {
+    let mut out = vec![format!("{:?}", all_files(s, Some(rev)))];
+    for p in [
+        "/", "/h", "/h/a", "/h/a/0", "/h/a/1", "/h/b", "/h/b/2", "/ctl", "/ctl/err", "/gone",
+        "/gone/x", "/nope",
+    ] {
+        out.push(format!("{p} get {:?}", s.get(p, Some(rev))));
+        out.push(format!("{p} stat {:?}", s.stat(p, Some(rev))));
+        for i in 0..4 {
+            out.push(format!("{p} getdir {i} {:?}", s.getdir(p, i, Some(rev))));
+        }
+    }
+    for g in ["/h/**", "/h/a/*", "/ctl/err"] {
+        let g = Glob::new(g).unwrap();
+        out.push(format!("walk {g:?} {:?}", s.walk(&g, 2, Some(rev))));
+    }
+    out
+}
+
+/// Every event from `rev` on matching each glob, by WAIT, as text.
+fn waits_from(s: &Store, rev: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in ["/**", "/h/**", "/h/a/*", "/ctl/err", "/", "/gone/*"] {
+        let g = Glob::new(g).unwrap();
+        let mut from = rev;
+        for _ in 0..3 {
+            match s.wait(&g, from) {
+                Ok(Some(e)) => {
+                    out.push(format!("{g:?} {from}: {e:?}"));
+                    from = e.rev + 1;
+                }
+                r => {
+                    out.push(format!("{g:?} {from}: {r:?}"));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sets, overwrites, deletes, NOPs, failures (written to /ctl/err) over ~300 revisions.
+fn sample_history(d: &mut Driver) {
+    for i in 0..60i64 {
+        let a = format!("/h/a/{}", i % 5);
+        let b = format!("/h/b/{}", i % 3);
+        d.slot(&[
+            set(&a, -1, &format!("a{i}")),
+            set(&b, -1, &"b".repeat(i as usize % 9)),
+            Op::Nop,
+        ]);
+        match i % 4 {
+            0 => d.slot(&[del(&a, -1), set("/gone/x", -1, "here")]),
+            1 => d.slot(&[set(&b, 1, "cas fails"), del("/gone/x", -1)]),
+            2 => d.slot(&[del("/h/never", 5), Op::Nop]),
+            _ => d.slot(&[set("/h/a", 0, "is a directory"), set("/h/c", 0, "once")]),
+        };
+    }
+}
+
+#[test]
+fn installed_store_answers_the_source_history() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A history of 150 revisions: the older ones are trimmed.
+    let mut src = Driver::new(open(d1.path(), 150));
+    sample_history(&mut src);
+    let (rev, floor) = (src.store.rev(), src.store.oldest_rev());
+    assert!(floor > 100 && rev - floor == 150, "rev {rev} floor {floor}");
+    let mut buf = Vec::new();
+    src.store.export_snapshot(&mut buf).unwrap();
+    let dst = open(d2.path(), 100_000);
+    dst.install_snapshot(&mut buf.as_slice()).unwrap();
+    assert_eq!((dst.rev(), dst.oldest_rev()), (rev, floor));
+    for r in floor..=rev {
+        assert_eq!(reads_at(&dst, r), reads_at(&src.store, r), "reads at {r}");
+    }
+    for r in floor + 1..=rev + 1 {
+        assert_eq!(
+            waits_from(&dst, r),
+            waits_from(&src.store, r),
+            "waits from {r}"
+        );
+    }
+    for (s, name) in [(&src.store, "src"), (&dst, "dst")] {
+        assert!(
+            matches!(
+                s.get("/h/c", Some(floor - 1)),
+                Err(StoreError::TooLate { .. })
+            ),
+            "{name}"
+        );
+        let g = Glob::new("/h/**").unwrap();
+        assert!(
+            matches!(s.wait(&g, floor), Err(StoreError::TooLate { .. })),
+            "{name}"
+        );
+        assert!(
+            matches!(s.wait(&g, 1), Err(StoreError::TooLate { .. })),
+            "{name}"
+        );
+    }
+    // Both keep trimming alike: the installed store's history moves on from the same floor.
+    let mut dst = Driver {
+        store: open_again(dst, d2.path(), 150),
+        seq: 1_000_000,
+    };
+    src.seq = 1_000_000;
+    for i in 0..40 {
+        src.one(set("/h/a/0", -1, &format!("later {i}")));
+        dst.one(set("/h/a/0", -1, &format!("later {i}")));
+    }
+    assert_eq!(dst.store.oldest_rev(), src.store.oldest_rev());
+    for r in dst.store.oldest_rev()..=dst.store.rev() {
+        assert_eq!(
+            reads_at(&dst.store, r),
+            reads_at(&src.store, r),
+            "reads at {r}"
+        );
+        assert_eq!(waits_from(&dst.store, r + 1), waits_from(&src.store, r + 1));
+    }
+}
+
+/// Reopens a store with another history length.
+fn open_again(s: Store, dir: &std::path::Path, hist: u64) -> Store {
+    drop(s);
+    open(dir, hist)
+}
+
+#[test]
+fn version_2_streams_still_install_without_history() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut src = Driver::new(open(d1.path(), 1000));
+    sample(&mut src);
+    let mut v2 = Vec::new();
+    let meta = src.store.export_snapshot_version(&mut v2, 2).unwrap();
+    let mut v3 = Vec::new();
+    src.store.export_snapshot(&mut v3).unwrap();
+    assert_ne!(v2, v3);
+    let dst = open(d2.path(), 1000);
+    assert_eq!(dst.install_snapshot(&mut v2.as_slice()).unwrap(), meta);
+    assert_eq!(all_files(&dst, None), all_files(&src.store, None));
+    // No history: it starts at the snapshot's revision.
+    assert_eq!(dst.oldest_rev(), meta.rev);
+    assert!(matches!(
+        dst.get("/data/1/f1", Some(meta.rev - 1)),
+        Err(StoreError::TooLate { .. })
+    ));
+    let g = Glob::new("/**").unwrap();
+    assert!(matches!(
+        dst.wait(&g, meta.rev),
+        Err(StoreError::TooLate { .. })
+    ));
+    assert_eq!(dst.wait(&g, meta.rev + 1).unwrap(), None);
+    // Exporting version 2 of the installed state gives the same bytes.
+    let mut again = Vec::new();
+    dst.export_snapshot_version(&mut again, 2).unwrap();
+    assert!(again == v2);
+    // The remembered command ids came along: a duplicate is answered, not applied.
+    let mut dup = Driver {
+        store: dst.clone(),
+        seq: 1_000,
+    };
+    assert_eq!(
+        dup.one(set("/ctl/node/X", -1, "would be applied twice")),
+        ApplyResult::Ok { rev: 1 }
+    );
+    assert_eq!(dst.rev(), meta.rev);
+    assert!(matches!(
+        dst.export_snapshot_version(&mut Vec::new(), 4),
+        Err(StoreError::BadSnapshot(_))
+    ));
 }
