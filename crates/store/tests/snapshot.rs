@@ -304,6 +304,11 @@ fn installed_store_answers_the_source_history() {
     for r in floor..=rev {
         assert_eq!(reads_at(&dst, r), reads_at(&src.store, r), "reads at {r}");
     }
+    let first = waits_from(&dst, floor + 1);
+    assert!(
+        first.iter().filter(|l| l.contains(": Event {")).count() >= 10,
+        "{first:?}"
+    );
     for r in floor + 1..=rev + 1 {
         assert_eq!(
             waits_from(&dst, r),
