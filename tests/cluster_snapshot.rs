@@ -5,11 +5,12 @@ mod cluster_support;
 use std::time::Duration;
 
 use cluster_support::{eventually, Cluster};
+use doozer_proto::msg::{ErrCode, Request, Verb};
 
 #[test]
 fn late_joiner_catches_up_by_snapshot() {
     let mut cl = Cluster::new();
-    let small = ["--hist", "20", "--retain-slots", "8"];
+    let small = ["--hist", "150", "--retain-slots", "8"];
     let s = cl.seed(&small);
     let seed_addr = cl.nodes[s].addr.clone();
     let mut c = cl.nodes[s].client();
@@ -36,6 +37,21 @@ fn late_joiner_catches_up_by_snapshot() {
         cl.nodes[j].log_text().contains("snapshot installed"),
         "the joiner should have caught up through a snapshot"
     );
+    // It also holds the cluster's history (it came with the snapshot): WAIT at past
+    // revisions answers as on the node that saw them written.
+    let wait = |c: &mut cluster_support::Client, rev: i64| {
+        let r = c
+            .call(Request::new(Verb::Wait).with_path("/s/**").with_rev(rev))
+            .unwrap();
+        (r.err_code, r.path, r.rev, r.value, r.flags)
+    };
+    // (History is 150 revisions: the first writes are gone everywhere.)
+    assert_eq!(wait(&mut cj, 1).0, Some(ErrCode::TooLate as i32));
+    for rev in last - 30..=last {
+        let on_seed = wait(&mut c, rev);
+        assert_eq!(on_seed.0, None, "the seed keeps rev {rev}");
+        assert_eq!(wait(&mut cj, rev), on_seed, "WAIT at rev {rev}");
+    }
     // And it goes on following the decided stream.
     let r = c.set("/s/new", -1, b"n").unwrap();
     eventually(Duration::from_secs(10), "joiner follows", || {
