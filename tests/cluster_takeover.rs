@@ -44,23 +44,15 @@ fn learner_takes_the_slot_of_a_dead_voter() {
 
 #[test]
 fn removed_voter_rejoins_when_restarted() {
-    let mut cl = Cluster::new();
-    let fast = ["--timeout", "2"];
-    cl.three_voters(&fast);
-    let leader = eventually(Duration::from_secs(10), "a leader", || {
-        (0..3).find(|&i| cl.nodes[i].is_leader())
-    });
-    let victim = (0..3).find(|&i| i != leader).unwrap();
-    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
-    let victim_id = cl.nodes[victim].id.clone();
-    let mut c = cl.nodes[other].client();
-    cl.nodes[victim].kill9();
-    eventually(Duration::from_secs(30), "the dead voter removed", || {
-        let gone = !Cluster::voters(&mut c).contains(&victim_id)
-            && !c.getdir_all("/ctl/node").contains(&victim_id);
-        gone.then_some(())
-    });
-    let r = c.set("/t/while-away", -1, b"w").unwrap();
+    let Removed {
+        mut cl,
+        leader,
+        victim,
+        other,
+        victim_id,
+        mut c,
+        r,
+    } = remove_a_follower();
 
     // Restarted with no flags, it registers again, takes the free slot, and catches up,
     // without disturbing the live cluster: no election while it comes back.
@@ -72,16 +64,7 @@ fn removed_voter_rejoins_when_restarted() {
     };
     let elections_before = elections(&cl);
     let back = cl_restart(&mut cl, victim);
-    eventually(Duration::from_secs(30), "the node back in a slot", || {
-        Cluster::voters(&mut c).contains(&victim_id).then_some(())
-    });
-    let mut cb = cl.nodes[back].client();
-    eventually(Duration::from_secs(30), "the node caught up", || {
-        (cb.rev() >= r).then_some(())
-    });
-    assert_eq!(cb.get("/t/while-away").unwrap(), (b"w".to_vec(), r));
-    let r2 = cb.set("/t/back", -1, b"b").unwrap();
-    assert_eq!(c.get("/t/back").unwrap(), (b"b".to_vec(), r2));
+    assert_rejoined(&cl, back, &victim_id, &mut c, r, Duration::from_secs(30));
     assert_eq!(
         elections(&cl),
         elections_before,
@@ -94,22 +77,15 @@ fn removed_voter_rejoins_when_restarted() {
 
 #[test]
 fn removed_voter_that_resumed_stale_rejoins() {
-    let mut cl = Cluster::new();
-    cl.three_voters(&["--timeout", "2"]);
-    let leader = eventually(Duration::from_secs(10), "a leader", || {
-        (0..3).find(|&i| cl.nodes[i].is_leader())
-    });
-    let victim = (0..3).find(|&i| i != leader).unwrap();
-    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
-    let victim_id = cl.nodes[victim].id.clone();
-    let mut c = cl.nodes[other].client();
-    cl.nodes[victim].kill9();
-    eventually(Duration::from_secs(30), "the dead voter removed", || {
-        let gone = !Cluster::voters(&mut c).contains(&victim_id)
-            && !c.getdir_all("/ctl/node").contains(&victim_id);
-        gone.then_some(())
-    });
-    let r = c.set("/t/while-away", -1, b"w").unwrap();
+    let Removed {
+        mut cl,
+        leader,
+        victim,
+        other,
+        victim_id,
+        mut c,
+        r,
+    } = remove_a_follower();
 
     // Its peers don't answer while it restarts (frozen, like an unreachable network): it
     // resumes from its stored membership, as a voter the cluster no longer has.
@@ -121,36 +97,20 @@ fn removed_voter_that_resumed_stale_rejoins() {
     cl.nodes[other].resume();
 
     // A member answers its (late) question and registers it again: a learner, led.
-    eventually(Duration::from_secs(60), "the node back in a slot", || {
-        Cluster::voters(&mut c).contains(&victim_id).then_some(())
-    });
-    let mut cb = cl.nodes[back].client();
-    eventually(Duration::from_secs(30), "the node caught up", || {
-        (cb.rev() >= r).then_some(())
-    });
-    assert_eq!(cb.get("/t/while-away").unwrap(), (b"w".to_vec(), r));
-    let r2 = cb.set("/t/back", -1, b"b").unwrap();
-    assert_eq!(c.get("/t/back").unwrap(), (b"b".to_vec(), r2));
+    assert_rejoined(&cl, back, &victim_id, &mut c, r, Duration::from_secs(60));
 }
 
 #[test]
 fn removed_voter_alone_at_restart_rejoins_later() {
-    let mut cl = Cluster::new();
-    cl.three_voters(&["--timeout", "2"]);
-    let leader = eventually(Duration::from_secs(10), "a leader", || {
-        (0..3).find(|&i| cl.nodes[i].is_leader())
-    });
-    let victim = (0..3).find(|&i| i != leader).unwrap();
-    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
-    let victim_id = cl.nodes[victim].id.clone();
-    let mut c = cl.nodes[other].client();
-    cl.nodes[victim].kill9();
-    eventually(Duration::from_secs(30), "the dead voter removed", || {
-        let gone = !Cluster::voters(&mut c).contains(&victim_id)
-            && !c.getdir_all("/ctl/node").contains(&victim_id);
-        gone.then_some(())
-    });
-    let r = c.set("/t/while-away", -1, b"w").unwrap();
+    let Removed {
+        mut cl,
+        leader,
+        victim,
+        other,
+        victim_id,
+        c,
+        r,
+    } = remove_a_follower();
 
     // Its peers are down while it restarts: it resumes from its stored membership, as a
     // voter the cluster no longer has. Then they come back, without it.
@@ -164,8 +124,67 @@ fn removed_voter_alone_at_restart_rejoins_later() {
     let mut c = cl.nodes[o2].client();
 
     // Nobody leads it; it asks again, learns it was removed, and comes back as a learner.
-    eventually(Duration::from_secs(60), "the node back in a slot", || {
-        Cluster::voters(&mut c).contains(&victim_id).then_some(())
+    assert_rejoined(&cl, back, &victim_id, &mut c, r, Duration::from_secs(60));
+    assert!(cl.nodes[back]
+        .log_text()
+        .contains("this node is no longer a voter; catching up by snapshot"));
+}
+
+/// A three-voter cluster (`--timeout 2`) whose follower `victim` was killed and removed,
+/// and a write `r` made while it was away, through a client `c` of node `other`.
+struct Removed {
+    cl: Cluster,
+    leader: usize,
+    victim: usize,
+    other: usize,
+    victim_id: String,
+    c: cluster_support::Client,
+    r: i64,
+}
+
+fn remove_a_follower() -> Removed {
+    let mut cl = Cluster::new();
+    cl.three_voters(&["--timeout", "2"]);
+    let leader = eventually(Duration::from_secs(10), "a leader", || {
+        (0..3).find(|&i| cl.nodes[i].is_leader())
+    });
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let other = (0..3).find(|&i| i != leader && i != victim).unwrap();
+    let victim_id = cl.nodes[victim].id.clone();
+    let mut c = cl.nodes[other].client();
+    cl.nodes[victim].kill9();
+    eventually(Duration::from_secs(30), "the dead voter removed", || {
+        let gone = !Cluster::voters(&mut c).contains(&victim_id)
+            && !c.getdir_all("/ctl/node").contains(&victim_id);
+        gone.then_some(())
+    });
+    let r = c.set("/t/while-away", -1, b"w").unwrap();
+    Removed {
+        cl,
+        leader,
+        victim,
+        other,
+        victim_id,
+        c,
+        r,
+    }
+}
+
+/// The restarted node `back` is a voter again, has the write made while it was away, and
+/// takes writes that the rest of the cluster sees.
+fn assert_rejoined(
+    cl: &Cluster,
+    back: usize,
+    victim_id: &str,
+    c: &mut cluster_support::Client,
+    r: i64,
+    within: Duration,
+) {
+    eventually(within, "the node back in a slot", || {
+        Cluster::voters(c)
+            .iter()
+            .any(|v| v == victim_id)
+            .then_some(())
     });
     let mut cb = cl.nodes[back].client();
     eventually(Duration::from_secs(30), "the node caught up", || {
@@ -174,9 +193,6 @@ fn removed_voter_alone_at_restart_rejoins_later() {
     assert_eq!(cb.get("/t/while-away").unwrap(), (b"w".to_vec(), r));
     let r2 = cb.set("/t/back", -1, b"b").unwrap();
     assert_eq!(c.get("/t/back").unwrap(), (b"b".to_vec(), r2));
-    assert!(cl.nodes[back]
-        .log_text()
-        .contains("this node is no longer a voter; catching up by snapshot"));
 }
 
 /// Restarts node `i` from its data directory alone; returns its new index in `nodes`.
