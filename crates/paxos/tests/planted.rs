@@ -149,6 +149,16 @@ fn validity_checker_catches_values_nobody_proposed() {
 // Each checker on its own: with the others silenced, the checker named must still catch the
 // plant (so none of them is dead code hiding behind another).
 
+/// A plant of one engine fault, set by `set`.
+fn engine_fault(set: impl FnOnce(&mut Faults)) -> Planted {
+    let mut engine = Faults::default();
+    set(&mut engine);
+    Planted {
+        engine,
+        ..Planted::default()
+    }
+}
+
 fn assert_caught_by(name: &str, planted: Planted, kind: &'static [&'static str]) {
     let max = sim::env_u64("SIM_PLANTED_SEEDS").unwrap_or(DEFAULT_MAX_SEEDS);
     let opts = RunOptions {
@@ -167,64 +177,36 @@ fn assert_caught_by(name: &str, planted: Planted, kind: &'static [&'static str])
 
 #[test]
 fn quorum_checker_catches_votes_counted_across_ballots() {
-    let engine = Faults {
-        count_across_ballots: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "count_across_ballots",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.count_across_ballots = true),
         &["quorum"],
     );
 }
 
 #[test]
 fn quorum_checker_catches_accepts_counted_before_durable() {
-    let engine = Faults {
-        send_before_persist: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "send_before_persist",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.send_before_persist = true),
         &["quorum"],
     );
 }
 
 #[test]
 fn agreement_checker_catches_a_leader_skipping_phase1() {
-    let engine = Faults {
-        skip_phase1: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "skip_phase1",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.skip_phase1 = true),
         &["agreement"],
     );
 }
 
 #[test]
 fn read_index_checker_catches_a_leader_skipping_phase1() {
-    let engine = Faults {
-        skip_phase1: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "skip_phase1",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.skip_phase1 = true),
         &["read-index"],
     );
 }
@@ -258,16 +240,9 @@ fn state_checker_catches_a_diverging_state_machine() {
 
 #[test]
 fn phase1_checker_catches_a_leader_skipping_phase1() {
-    let engine = Faults {
-        skip_phase1: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "skip_phase1",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.skip_phase1 = true),
         &["phase1"],
     );
 }
@@ -276,16 +251,9 @@ fn phase1_checker_catches_a_leader_skipping_phase1() {
 fn ballot_checker_catches_a_ballot_reused_with_another_value() {
     // A leader that skips phase 1 proposes before its own promise is durable; after a crash
     // it takes the same ballot again and proposes other values in the same slots.
-    let engine = Faults {
-        skip_phase1: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "skip_phase1",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.skip_phase1 = true),
         &["ballot"],
     );
 }
@@ -294,16 +262,9 @@ fn ballot_checker_catches_a_ballot_reused_with_another_value() {
 fn stability_checker_catches_a_node_deciding_a_slot_twice() {
     // Without phase 1 a leader can overwrite what a node decided before a crash (and had
     // not yet applied): the node decides the slot again, otherwise.
-    let engine = Faults {
-        skip_phase1: true,
-        ..Faults::default()
-    };
     assert_caught_by(
         "skip_phase1",
-        Planted {
-            engine,
-            ..Planted::default()
-        },
+        engine_fault(|f| f.skip_phase1 = true),
         &["stability"],
     );
 }
