@@ -994,6 +994,24 @@ fn restart_keeps_promise_and_accepted_values() {
 }
 
 /// Ticks a leader until its next heartbeat goes out; returns that tick's output.
+/// A leader's heartbeat round at `ballot` to B and C, publishing `commit`, and nothing else.
+fn heartbeats(ballot: Ballot, commit: Slot) -> Ready {
+    let hb = |to| {
+        (
+            to,
+            Message::Heartbeat {
+                ballot,
+                commit,
+                read_seq: 0,
+            },
+        )
+    };
+    Ready {
+        send_now: vec![hb(B), hb(C)],
+        ..Ready::default()
+    }
+}
+
 fn until_heartbeat(a: &mut Engine) -> Ready {
     for _ in 0..5 {
         a.tick();
@@ -1055,22 +1073,9 @@ fn a_proposal_learned_from_a_peer_is_not_sent_again() {
     );
     let r = a.ready();
     assert_eq!(r.decided, vec![(1, batch(1, b"v"))]);
-    let heartbeat = |to| {
-        (
-            to,
-            Message::Heartbeat {
-                ballot: b1,
-                commit: 1,
-                read_seq: 0,
-            },
-        )
-    };
     assert_eq!(
         until_heartbeat(&mut a),
-        Ready {
-            send_now: vec![heartbeat(B), heartbeat(C)],
-            ..Ready::default()
-        },
+        heartbeats(b1, 1),
         "no accept of slot 1 is sent again"
     );
 }
@@ -1100,22 +1105,9 @@ fn proposals_a_snapshot_covers_are_not_sent_again() {
             ..Ready::default()
         }
     );
-    let heartbeat = |to| {
-        (
-            to,
-            Message::Heartbeat {
-                ballot: b1,
-                commit: 3,
-                read_seq: 0,
-            },
-        )
-    };
     assert_eq!(
         until_heartbeat(&mut a),
-        Ready {
-            send_now: vec![heartbeat(B), heartbeat(C)],
-            ..Ready::default()
-        },
+        heartbeats(b1, 3),
         "no accept of slot 1 is sent again"
     );
 }
