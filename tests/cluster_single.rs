@@ -2,7 +2,9 @@
 
 mod cluster_support;
 
-use cluster_support::{Cluster, Proc};
+use std::time::Duration;
+
+use cluster_support::{eventually, Cluster, Proc};
 
 #[test]
 fn single_node_write_read_and_restart() {
@@ -68,4 +70,25 @@ fn refuses_a_data_dir_of_another_cluster() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("alpha"), "stderr: {err}");
+}
+
+#[test]
+fn restart_refreshes_a_stale_version_under_ctl_node() {
+    let mut cl = Cluster::new();
+    let n = cl.seed(&[]);
+    let mut c = cl.nodes[n].client();
+    let id = c.self_id();
+    let path = format!("/ctl/node/{id}/version");
+    // As if the data dir was written by an older doozerd.
+    c.set(&path, -1, b"0.0.1-old").unwrap();
+    drop(c);
+    cl.nodes[n].stop();
+    let p = Proc::start(&cl.dir(0), &cl.log(0), &[]);
+    let mut c = p.client();
+    eventually(Duration::from_secs(10), "the version refreshed", || {
+        let (v, _) = c.get(&path).unwrap();
+        (v == env!("CARGO_PKG_VERSION").as_bytes()).then_some(())
+    });
+    let (host, _) = c.get(&format!("/ctl/node/{id}/hostname")).unwrap();
+    assert!(!host.is_empty());
 }

@@ -349,6 +349,7 @@ pub(crate) async fn membership_task(h: Handle) {
     // Re-register only a node that was registered and then removed: a joiner still
     // catching up does not see its own registration yet.
     let mut seen_registered = false;
+    let mut refreshed = false;
     let period = (core.cfg.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -384,7 +385,45 @@ pub(crate) async fn membership_task(h: Handle) {
         } else {
             leader_since = None;
         }
+        if !refreshed {
+            refreshed = refresh_registration(&h).await;
+        }
         claim_slot(&h, &mut seen_registered).await;
+    }
+}
+
+/// Once per process: a registered node whose `/ctl/node/<id>/hostname` or `version` no
+/// longer describe it (it was upgraded, or its data dir moved host) writes them again.
+/// Returns whether that is settled (nothing to do, or written).
+async fn refresh_registration(h: &Handle) -> bool {
+    let core = &h.core;
+    let base = format!("/ctl/node/{}", core.id);
+    let stored = |name: &str| core.store.get(&format!("{base}/{name}"), None).ok();
+    let Some((_, addr_rev)) = stored("addr") else {
+        return false;
+    };
+    if addr_rev <= 0 {
+        return false; // not registered (yet): claim_slot handles that
+    }
+    let mut ops = Vec::new();
+    for (name, want) in [
+        ("hostname", hostname()),
+        ("version", crate::config::VERSION.into()),
+    ] {
+        if stored(name).is_none_or(|(v, _)| v != want.as_bytes()) {
+            ops.push(set(format!("{base}/{name}"), -1, want));
+        }
+    }
+    if ops.is_empty() {
+        return true;
+    }
+    tracing::info!("refreshing this node's hostname and version under /ctl/node");
+    match write_all(h, ops, core.cfg.write_deadline).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "refreshing hostname/version failed; will retry");
+            false
+        }
     }
 }
 
