@@ -69,7 +69,12 @@ fn campaign(e: &mut Engine) -> Ready {
 
 /// A leading at ballot 1.A over an empty log, with B's promise; outputs drained.
 fn leader_a() -> Engine {
-    let mut a = engine(A, PersistentState::empty(cfg()));
+    leader_a_with(opts(A))
+}
+
+/// [`leader_a`] with other options.
+fn leader_a_with(o: Options) -> Engine {
+    let mut a = Engine::new(o, PersistentState::empty(cfg()));
     campaign(&mut a);
     let b1 = ballot(1, A);
     let empty = Message::Promise {
@@ -1295,24 +1300,10 @@ fn a_new_voter_is_asked_for_a_promise_before_its_slots_are_proposed() {
 #[test]
 fn max_inflight_holds_new_commands_for_one_bigger_slot() {
     let b1 = ballot(1, A);
-    let mut a = Engine::new(
-        Options {
-            max_inflight: 1,
-            ..opts(A)
-        },
-        PersistentState::empty(cfg()),
-    );
-    campaign(&mut a);
-    let empty = Message::Promise {
-        ballot: b1,
-        from_slot: 1,
-        accepted: vec![],
-        decided: vec![],
-    };
-    a.step(A, empty.clone());
-    a.step(B, empty);
-    a.ready();
-    assert!(a.status().is_leader);
+    let mut a = leader_a_with(Options {
+        max_inflight: 1,
+        ..opts(A)
+    });
 
     a.propose(cmd(1, b"p")).unwrap();
     let r = a.ready();
