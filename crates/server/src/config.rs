@@ -27,7 +27,9 @@ pub struct NodeConfig {
     pub attach: Vec<String>,
     /// Cluster name (`-c`). `None`: the stored name, else [`DEFAULT_CLUSTER`].
     pub cluster: Option<String>,
-    /// HTTP listener (`-w`); not served yet.
+    /// Address of the read-only web view (`-w`): the tree as HTML and JSON, its changes as
+    /// server-sent events, `/health` and `/metrics`. `None`: not served. Port 0 picks a free
+    /// port ([`crate::Node::web_addr`] tells which).
     pub web: Option<String>,
     /// A voter silent this long is removed from its `/ctl/cal` slot (`--timeout`).
     pub timeout: Duration,

@@ -5,6 +5,8 @@
 //! port. Inside, tokio tasks: the listener (`listener.rs`), one per client session, one per
 //! peer link (`peer.rs`), the engine driver (`driver.rs`), the membership task
 //! (`cluster.rs`); plus one `std::thread` that owns every store commit (`storage.rs`).
+//! With [`NodeConfig::web`] set, a read-only HTTP server (`web.rs`) shows the tree, its
+//! changes as server-sent events, `/health` and `/metrics` ([`Node::web_addr`]).
 //!
 //! Embedding a node:
 //!
@@ -40,6 +42,7 @@ mod peer;
 mod recover;
 mod session;
 mod storage;
+mod web;
 
 pub use crate::cluster::JoinError;
 pub use crate::config::NodeConfig;

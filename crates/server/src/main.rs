@@ -35,7 +35,12 @@ struct Args {
     #[arg(short = 'c', value_name = "NAME")]
     cluster: Option<String>,
 
-    /// HTTP listener address, or "false" to turn it off (the HTTP API is not served yet).
+    /// Serve a read-only web view on this address (off by default; "false" turns it off;
+    /// port 0 picks a free one, logged at start): GET / is a live HTML view of the tree,
+    /// /v1/tree/<path>[?rev=N] a file or directory as JSON, /v1/events?glob=G&rev=N changes
+    /// as server-sent events, /health and /metrics (Prometheus) the node's state. Nothing can
+    /// be written over HTTP, and there is no login: anonymous clients' read rights apply
+    /// (with both DOOZER_RWSECRET and DOOZER_ROSECRET set, the tree is refused).
     #[arg(short = 'w', value_name = "ADDR|false")]
     web: Option<String>,
 
@@ -360,6 +365,14 @@ mod tests {
         }
         // Test-only and tuning knobs stay hidden.
         assert!(!help.contains("unsafe-local-reads"));
+    }
+
+    #[test]
+    fn w_takes_an_address_and_false_turns_it_off() {
+        let web = |w: &str| config(&Args::parse_from(["doozerd", "-w", w])).unwrap().web;
+        assert_eq!(web("127.0.0.1:0").as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(web("false"), None);
+        assert_eq!(config(&Args::parse_from(["doozerd"])).unwrap().web, None);
     }
 
     #[test]

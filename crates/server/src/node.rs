@@ -51,6 +51,7 @@ pub enum StartError {
 pub struct Node {
     core: Arc<Core>,
     addr: SocketAddr,
+    web: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     storage: Option<StorageThread>,
 }
@@ -134,6 +135,20 @@ impl Node {
             addr: listen.clone(),
             source,
         })?;
+        // The web view (-w) is bound now, so a bad address fails the start like -l does.
+        let web_listener = match &cfg.web {
+            Some(w) => {
+                let bind_err = |source| StartError::Bind {
+                    addr: w.clone(),
+                    source,
+                };
+                let l = TcpListener::bind(w).await.map_err(bind_err)?;
+                let a = l.local_addr().map_err(bind_err)?;
+                Some((l, a))
+            }
+            None => None,
+        };
+        let web = web_listener.as_ref().map(|(_, a)| *a);
         let advertise = match &cfg.advertise {
             Some(a) => a.clone(),
             None => match meta_str(&store, meta::ADVERTISE).map_err(|e| store_err(&cfg, e))? {
@@ -325,11 +340,16 @@ impl Node {
                 .meta_put(meta::BOOTSTRAPPED, b"1")
                 .map_err(|e| store_err(&cfg, e))?;
         }
+        if let Some((l, a)) = web_listener {
+            tasks.push(tokio::spawn(crate::web::serve(handle.clone(), l)));
+            crate::web::log_listening(a);
+        }
         tasks.push(tokio::spawn(cluster::membership_task(handle)));
         tracing::info!(%id, listen = %addr, "doozerd ready");
         Ok(Node {
             core,
             addr,
+            web,
             tasks,
             storage: Some(storage),
         })
@@ -338,6 +358,12 @@ impl Node {
     /// The address clients (and peers) connect to.
     pub fn client_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the read-only web view (`-w`, [`NodeConfig::web`]) listens on, if it
+    /// was asked for.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web
     }
 
     /// This node's id (16 base32 characters).
