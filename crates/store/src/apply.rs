@@ -1,4 +1,4 @@
-//! Applying decided commands to the tree inside one write transaction.
+//! Applying decided commands to the tree in memory.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -7,13 +7,11 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 use doozer_paxos::{Command, CommandId, Config, NodeId};
 use doozer_proto::{path, ErrCode};
-use redb::{ReadableTable, Table};
 
 use crate::codec;
-use crate::error::Result;
 use crate::keys::{self, child_prefix, path_key, prefix_end};
+use crate::mem::{FileVal, Mem, RevRec, HAS_UNDO};
 use crate::op::{ApplyResult, Event, Op, FLAG_DEL, FLAG_NOP, FLAG_SET};
-use crate::tables::{Bin, FileRec, RevEntry, HAS_UNDO};
 use crate::view::View;
 
 /// Where failed commands leave their error text.
@@ -89,25 +87,10 @@ impl Dedup {
     }
 }
 
-/// The write-side tables of one transaction.
-pub(crate) struct Tree<'txn> {
-    pub files: Table<'txn, Bin, Bin>,
-    pub undo: Table<'txn, Bin, Bin>,
-    pub revs: Table<'txn, u64, Bin>,
-    /// Keys of paths known to be directories in this transaction: a file created below one
-    /// needs no look-up of its ancestors. Cleared by any delete (which can remove a directory).
-    pub dirs: std::collections::HashSet<Vec<u8>>,
-    /// The `revs` row being filled: entries of consecutive revisions from `row_first`,
-    /// inserted by [`Tree::flush_revs`] once it reaches [`REV_ROW_BYTES`] or the batch ends.
-    pub row: Vec<u8>,
-    pub row_first: u64,
-    /// The revision the next entry of `row` must have.
-    pub row_next: u64,
+/// Applies commands to a [`Mem`] (the writer's own copy).
+pub(crate) struct Tree<'m> {
+    pub mem: &'m mut Mem,
 }
-
-/// A `revs` row is closed once it holds this many bytes: one B-tree insert per ~30
-/// revisions instead of one per revision, in rows small enough to fill leaves densely.
-pub(crate) const REV_ROW_BYTES: usize = 2000;
 
 /// Why a command failed: the code for the client, the text for `/ctl/err`.
 type Failure = (ErrCode, &'static str);
@@ -127,123 +110,83 @@ fn allowed(cas: i64, cur: i64) -> bool {
 }
 
 impl Tree<'_> {
-    fn current(&self) -> View<'_, Table<'_, Bin, Bin>, Table<'_, Bin, Bin>> {
+    fn current(&self) -> View<'_> {
         View {
-            files: &self.files,
-            undo: &self.undo,
+            mem: self.mem,
             at: None,
         }
     }
 
     /// Checks that `path`, which has no file of its own, could hold one: it is not a
     /// directory and no ancestor is a file.
-    fn check_place(&self, path: &str, key: &[u8]) -> Result<Option<Failure>> {
-        if path == "/" {
-            return Ok(Some((ErrCode::IsDir, "is a directory")));
+    fn check_place(&self, path: &str, key: &[u8]) -> Option<Failure> {
+        if path == "/" || self.current().is_dir(path) {
+            return Some((ErrCode::IsDir, "is a directory"));
         }
-        let pre = child_prefix(path);
-        if self
-            .current()
-            .first_key(&pre, prefix_end(&pre).as_deref())?
-            .is_some()
-        {
-            return Ok(Some((ErrCode::IsDir, "is a directory")));
-        }
-        // Ancestors that are directories cannot be files; the parent being one settles all.
-        let parent_len = key.iter().rposition(|&b| b == 0x01).unwrap_or(0);
-        if parent_len > 0 && !self.dirs.contains(&key[..parent_len]) {
-            for (i, &b) in key.iter().enumerate().skip(1) {
-                if b == 0x01 && self.files.get(&key[..i])?.is_some() {
-                    return Ok(Some((ErrCode::NotDir, "not a directory")));
-                }
+        for (i, &b) in key.iter().enumerate().skip(1) {
+            if b == 0x01 && self.mem.files.contains_key(&key[..i]) {
+                return Some((ErrCode::NotDir, "not a directory"));
             }
         }
-        Ok(None)
+        None
     }
 
     /// Sets (`value` some) or deletes `path` at `rev` if `cas` allows it. On success, says
     /// whether an undo record was written.
-    ///
-    /// Optimistic: the row is written first and put back on the rare failure, so changing an
-    /// existing file costs one B-tree operation plus its undo record.
     fn mutate(
         &mut self,
         path: &str,
-        key: &[u8],
+        key: &Bytes,
         cas: i64,
-        value: Option<&[u8]>,
+        value: Option<&Bytes>,
         rev: i64,
-    ) -> Result<std::result::Result<bool, Failure>> {
+    ) -> std::result::Result<bool, Failure> {
         const MISMATCH: Failure = (ErrCode::RevMismatch, "rev mismatch");
-        let old: Option<Vec<u8>> = match value {
-            Some(v) => {
-                let row = FileRec::encode(rev, v);
-                let old = self.files.insert(key, row.as_slice())?;
-                old.map(|g| g.value().to_vec())
-            }
-            None => {
-                let old = self.files.remove(key)?;
-                old.map(|g| g.value().to_vec())
-            }
-        };
-        if value.is_none() {
-            self.dirs.clear();
-        }
+        let old = self.mem.files.get(&key[..]).cloned();
         match old {
-            Some(raw) => {
-                let cur = FileRec::decode(&raw)?.rev;
-                if !allowed(cas, cur) {
-                    self.files.insert(key, raw.as_slice())?;
-                    return Ok(Err(MISMATCH));
+            Some(old) => {
+                if !allowed(cas, old.rev) {
+                    return Err(MISMATCH);
                 }
-                let uk = keys::undo_key(key, rev as u64);
-                self.undo.insert(uk.as_slice(), raw.as_slice())?;
-                Ok(Ok(true))
+                match value {
+                    Some(v) => {
+                        let new = FileVal {
+                            rev,
+                            value: v.clone(),
+                        };
+                        self.mem.files.insert(key.clone(), new);
+                    }
+                    None => {
+                        self.mem.files.remove(&key[..]);
+                    }
+                }
+                self.mem.undo.insert((key.clone(), rev as u64), Some(old));
+                Ok(true)
             }
             None => {
-                let fail = match self.check_place(path, key)? {
-                    Some(f) => Some(f),
-                    None if !allowed(cas, doozer_proto::msg::REV_MISSING) => Some(MISMATCH),
-                    None => None,
-                };
-                match fail {
-                    Some(f) => {
-                        if value.is_some() {
-                            self.files.remove(key)?;
-                        }
-                        Ok(Err(f))
-                    }
-                    // A created file needs no undo record; a delete of a missing file
-                    // changes nothing.
-                    None => {
-                        if value.is_some() {
-                            self.note_parents(key);
-                        }
-                        Ok(Ok(false))
-                    }
+                if let Some(f) = self.check_place(path, key) {
+                    return Err(f);
                 }
-            }
-        }
-    }
-
-    /// Remembers the ancestors of a file that now exists as directories.
-    fn note_parents(&mut self, key: &[u8]) {
-        if let Some(parent_len) = key.iter().rposition(|&b| b == 0x01).filter(|&n| n > 0) {
-            if !self.dirs.contains(&key[..parent_len]) {
-                self.dirs.insert(key[..parent_len].to_vec());
+                if !allowed(cas, doozer_proto::msg::REV_MISSING) {
+                    return Err(MISMATCH);
+                }
+                // A created file needs no undo record; a delete of a missing file changes
+                // nothing.
+                if let Some(v) = value {
+                    let new = FileVal {
+                        rev,
+                        value: v.clone(),
+                    };
+                    self.mem.files.insert(key.clone(), new);
+                }
+                Ok(false)
             }
         }
     }
 
     /// Applies one command at revision `rev`, or answers a duplicate (which takes no
     /// revision). A new id goes to `fresh`.
-    pub fn apply(
-        &mut self,
-        cmd: &Command,
-        rev: i64,
-        dedup: &Dedup,
-        fresh: &mut IdMap,
-    ) -> Result<Applied> {
+    pub fn apply(&mut self, cmd: &Command, rev: i64, dedup: &Dedup, fresh: &mut IdMap) -> Applied {
         let prev = fresh
             .get(&cmd.id)
             .copied()
@@ -253,11 +196,11 @@ impl Tree<'_> {
                 None => ApplyResult::Ok { rev },
                 Some(code) => ApplyResult::Err { rev, code },
             };
-            return Ok(Applied {
+            return Applied {
                 result,
                 event: None,
                 membership: false,
-            });
+            };
         }
         let mut undo = false;
         let (fail, event) = match codec::decode_op(&cmd.data) {
@@ -267,8 +210,8 @@ impl Tree<'_> {
                 path,
                 rev: cas,
                 value,
-            }) => self.change(path, cas, Some(value), rev, &mut undo)?,
-            Ok(Op::Del { path, rev: cas }) => self.change(path, cas, None, rev, &mut undo)?,
+            }) => self.change(path, cas, Some(value), rev, &mut undo),
+            Ok(Op::Del { path, rev: cas }) => self.change(path, cas, None, rev, &mut undo),
         };
         let (result, event) = match fail {
             None => (
@@ -278,9 +221,9 @@ impl Tree<'_> {
             Some((code, text)) => {
                 // The original records the failure as a clobbering set of /ctl/err. If even
                 // that cannot be written (someone made /ctl a file), the revision is a nop.
-                let key = path_key(ERR_PATH);
+                let key = Bytes::from(path_key(ERR_PATH));
                 let text = Bytes::from_static(text.as_bytes());
-                let event = match self.mutate(ERR_PATH, &key, -1, Some(&text), rev)? {
+                let event = match self.mutate(ERR_PATH, &key, -1, Some(&text), rev) {
                     Ok(u) => {
                         undo = u;
                         Event {
@@ -299,31 +242,24 @@ impl Tree<'_> {
             ApplyResult::Ok { .. } => None,
             ApplyResult::Err { code, .. } => Some(code),
         };
-        let pkey = path_key(&event.path);
         let flags = event.flags as u8 | if undo { HAS_UNDO } else { 0 };
-        // A row holds consecutive revisions: a full row, or a gap, starts a new one.
-        if self.row.len() >= REV_ROW_BYTES || (!self.row.is_empty() && rev as u64 != self.row_next)
-        {
-            self.flush_revs()?;
-        }
-        if self.row.is_empty() {
-            self.row_first = rev as u64;
-        }
-        self.row_next = rev as u64 + 1;
-        RevEntry {
-            id: cmd.id,
-            code,
-            flags,
-            pkey: &pkey,
-        }
-        .encode_into(&mut self.row);
+        self.mem.revs.insert(
+            rev as u64,
+            RevRec {
+                id: cmd.id,
+                code,
+                flags,
+                pkey: Bytes::from(path_key(&event.path)),
+            },
+        );
+        self.mem.rev = rev;
         fresh.insert(cmd.id, (rev, code));
         let membership = is_membership_path(&event.path);
-        Ok(Applied {
+        Applied {
             result,
             event: Some(event),
             membership,
-        })
+        }
     }
 
     /// A SET (`value` some) or DEL of `path`: the failure, or the event.
@@ -334,16 +270,17 @@ impl Tree<'_> {
         value: Option<Bytes>,
         rev: i64,
         undo: &mut bool,
-    ) -> Result<(Option<Failure>, Option<Event>)> {
+    ) -> (Option<Failure>, Option<Event>) {
         if path::validate(&path).is_err() {
-            return Ok((Some((ErrCode::BadPath, "bad path")), None));
+            return (Some((ErrCode::BadPath, "bad path")), None);
         }
-        match self.mutate(&path, &path_key(&path), cas, value.as_deref(), rev)? {
+        let key = Bytes::from(path_key(&path));
+        match self.mutate(&path, &key, cas, value.as_ref(), rev) {
             Ok(u) => {
                 *undo = u;
                 let flags = if value.is_some() { FLAG_SET } else { FLAG_DEL };
                 let value = value.unwrap_or_default();
-                Ok((
+                (
                     None,
                     Some(Event {
                         rev,
@@ -351,80 +288,45 @@ impl Tree<'_> {
                         value,
                         flags,
                     }),
-                ))
+                )
             }
-            Err(f) => Ok((Some(f), None)),
+            Err(f) => (Some(f), None),
         }
     }
 
-    /// Inserts the pending `revs` row, if any. Must run before `revs` is read and before the
-    /// transaction commits.
-    pub fn flush_revs(&mut self) -> Result<()> {
-        if !self.row.is_empty() {
-            self.revs.insert(self.row_first, self.row.as_slice())?;
-            self.row.clear();
-        }
-        Ok(())
-    }
-
-    /// Drops the undo records of revisions `(from, to]`, and the `revs` rows that neither
-    /// history (floor `to`) nor the duplicate window (`keep_ids_above`) needs any more.
-    pub fn trim(&mut self, from: i64, to: i64, keep_ids_above: i64) -> Result<()> {
-        self.flush_revs()?;
-        if to > from {
-            let start = self
+    /// Moves the history floor up to `floor`: drops the undo records of revisions
+    /// `(old floor, floor]`, and the `revs` entries that neither history nor the duplicate
+    /// window (`keep_ids_above`) needs any more.
+    pub fn trim(&mut self, floor: i64, keep_ids_above: i64) {
+        let from = self.mem.floor;
+        if floor > from {
+            let lo = (from.max(0) as u64) + 1;
+            let dead: Vec<_> = self
+                .mem
                 .revs
-                .range(..=(from.max(0) as u64 + 1))?
-                .next_back()
-                .transpose()?
-                .map_or(0, |(k, _)| k.value());
-            let mut undo_keys = Vec::new();
-            for item in self.revs.range(start..=(to as u64))? {
-                let (k, row) = item?;
-                for (i, e) in RevEntry::decode_row(row.value())?.iter().enumerate() {
-                    let rev = k.value() + i as u64;
-                    if rev as i64 > from && rev as i64 <= to && e.flags & HAS_UNDO != 0 {
-                        undo_keys.push(keys::undo_key(e.pkey, rev));
-                    }
-                }
+                .range(lo..=floor as u64)
+                .filter(|(_, e)| e.flags & HAS_UNDO != 0)
+                .map(|(r, e)| (e.pkey.clone(), *r))
+                .collect();
+            for k in dead {
+                self.mem.undo.remove(&k);
             }
-            for k in undo_keys {
-                self.undo.remove(k.as_slice())?;
-            }
+            self.mem.floor = floor;
         }
-        let cut = to.min(keep_ids_above);
-        if cut < 1 {
-            return Ok(());
-        }
-        let mut dead = Vec::new();
-        for item in self.revs.range(..=(cut as u64))? {
-            let (k, row) = item?;
-            let n = RevEntry::decode_row(row.value())?.len() as u64;
-            if k.value() + n - 1 > cut as u64 {
+        let cut = floor.min(keep_ids_above);
+        while let Some(e) = self.mem.revs.first_entry() {
+            if cut < 1 || *e.key() > cut as u64 {
                 break;
             }
-            dead.push(k.value());
+            e.remove();
         }
-        for k in dead {
-            self.revs.remove(k)?;
-        }
-        Ok(())
-    }
-
-    /// The membership the tree describes (see [`derive_config`]).
-    pub fn derive_config(&self, prev: &Config) -> Result<Config> {
-        derive_config(&self.current(), prev)
     }
 }
 
 /// The membership a tree describes: voters are the ids in non-empty `/ctl/cal/*`, learners
 /// the other ids under `/ctl/node/`. With no voter left, `prev`'s voters stay (the last voter
 /// is never removed, as in Doozer).
-pub(crate) fn derive_config<F, U>(view: &View<'_, F, U>, prev: &Config) -> Result<Config>
-where
-    F: ReadableTable<Bin, Bin>,
-    U: ReadableTable<Bin, Bin>,
-{
+pub(crate) fn derive_config(view: &View<'_>, prev: &Config) -> Config {
     let mut voters = BTreeSet::new();
     let cal = child_prefix("/ctl/cal");
     view.scan(&cal, prefix_end(&cal).as_deref(), |k, _, value| {
@@ -444,7 +346,7 @@ where
             }
         }
         ControlFlow::Continue(())
-    })?;
+    });
     let mut learners = BTreeSet::new();
     view.entries("/ctl/node", |name| {
         let id = std::str::from_utf8(name)
@@ -454,12 +356,12 @@ where
             learners.insert(id);
         }
         ControlFlow::Continue(())
-    })?;
+    });
     if voters.is_empty() {
         voters = prev.voters.clone();
         learners.retain(|l| !voters.contains(l));
     }
-    Ok(Config { voters, learners })
+    Config { voters, learners }
 }
 
 fn nop_event(rev: i64) -> Event {

@@ -98,6 +98,13 @@ pub enum StoreError {
     /// An error of the storage engine (redb) that is none of the above.
     #[error("storage engine: {0}")]
     Engine(String),
+    /// A checkpoint was stopped because the store is closing.
+    #[error("checkpoint cancelled: the store is closing")]
+    Cancelled,
+    /// A snapshot was installed while a long read (an export) was running on the state it
+    /// replaced; the read can be started again.
+    #[error("the state was replaced by an installed snapshot during the read")]
+    Replaced,
     /// A previous write failed; the store refuses further writes until reopened.
     #[error("store is poisoned by an earlier failed write; reopen it")]
     Poisoned,

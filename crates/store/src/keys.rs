@@ -59,26 +59,6 @@ pub fn entry_name(prefix: &[u8], key: &[u8]) -> Vec<u8> {
     rest[..end].to_vec()
 }
 
-/// The key of the undo record of `path` (as key) for the change at `rev`.
-/// `0x00` sorts below [`SEP`], so a path's undo records sit together, before its subtree's.
-pub fn undo_key(pkey: &[u8], rev: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(pkey.len() + 9);
-    k.extend_from_slice(pkey);
-    k.push(0);
-    k.extend_from_slice(&rev.to_be_bytes());
-    k
-}
-
-/// Splits an undo key into the path key and the revision.
-pub fn split_undo_key(k: &[u8]) -> Option<(&[u8], u64)> {
-    if k.len() < 9 || k[k.len() - 9] != 0 {
-        return None;
-    }
-    let (p, r) = k.split_at(k.len() - 9);
-    let rev = u64::from_be_bytes(r[1..].try_into().ok()?);
-    Some((p, rev))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,13 +97,5 @@ mod tests {
         assert!(path_key("/a/x/zzz") < skip && skip < path_key("/a/x-"));
         assert_eq!(prefix_end(&[1, 255, 255]), Some(vec![2]));
         assert_eq!(prefix_end(&[255]), None);
-    }
-
-    #[test]
-    fn undo_keys_group_by_path() {
-        let k = undo_key(&path_key("/a"), 7);
-        assert_eq!(split_undo_key(&k), Some((&path_key("/a")[..], 7)));
-        assert!(undo_key(&path_key("/a"), u64::MAX) < path_key("/a/b"));
-        assert!(split_undo_key(b"short").is_none());
     }
 }

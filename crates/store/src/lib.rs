@@ -46,9 +46,11 @@
 //! ```
 
 mod apply;
+mod checkpoint;
 pub mod codec;
 mod error;
 mod keys;
+mod mem;
 mod op;
 mod snapshot;
 mod store;

@@ -13,22 +13,23 @@
 //! remembered ids, no history) is still installed: history then starts at its revision.
 
 use std::io::{self, Read, Write};
+use std::ops::{Bound, ControlFlow};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use doozer_paxos::{CommandId, Config, Slot};
 use doozer_proto::{path, ErrCode};
-use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tracing::info_span;
 
 use crate::apply::DEDUP_WINDOW_REVS;
-use crate::apply::REV_ROW_BYTES;
 use crate::codec;
 use crate::error::{Result, StoreError};
-use crate::keys::{self, key_path, path_key};
+use crate::keys::{key_path, path_key};
+use crate::mem::{FileVal, Mem, RevRec, UndoKey, HAS_UNDO};
 use crate::op::SnapshotMeta;
-use crate::store::{DedupUpdate, Store, Writer};
-use crate::tables::{self, FileRec, RevEntry, HAS_UNDO};
+use crate::store::{Shared, Store};
+use crate::view::View;
 
 const MAGIC: &[u8; 8] = b"DZSNAP01";
 
@@ -72,7 +73,7 @@ enum Item {
         floor: i64,
     },
     /// One `revs` entry: the command that took `rev`, its result, its event flags (with
-    /// [`tables::HAS_UNDO`]) and the path of its event.
+    /// [`HAS_UNDO`]) and the path of its event.
     Rev {
         rev: i64,
         id: CommandId,
@@ -152,7 +153,8 @@ impl<R: Read> Reader_<'_, R> {
 impl Store {
     /// Writes the whole applied state (files with their revs, remembered command ids,
     /// membership) and the retained history as of one commit to `out`, as a stream of
-    /// version [`SNAPSHOT_FORMAT`]. Consistent: it reads one redb snapshot while commits go on.
+    /// version [`SNAPSHOT_FORMAT`]. Consistent: it reads one published state while commits
+    /// go on.
     pub fn export_snapshot(&self, out: &mut impl Write) -> Result<SnapshotMeta> {
         self.export_snapshot_version(out, SNAPSHOT_FORMAT)
     }
@@ -170,223 +172,208 @@ impl Store {
                 "cannot write version {version}"
             )));
         }
-        let history = version >= 3;
-        let txn = self.inner.db.begin_read()?;
-        let state = txn.open_table(tables::STATE)?;
-        let num = |k: &str| -> Result<u64> {
-            state
-                .get(k)?
-                .map(|v| tables::read_u64(v.value()))
-                .transpose()
-                .map(|v| v.unwrap_or(0))
+        write_stream(&self.inner.shared, out, version, None)
+    }
+
+    /// Replaces the applied state with the snapshot read from `inp`: every file keeps its
+    /// revision, the store's revision and applied slot become the snapshot's, and so do its
+    /// history and history floor (a version 2 stream has none: history starts afresh at its
+    /// revision). The promise and the accepted values of slots above the snapshot are kept.
+    /// A malformed, truncated or corrupted stream changes nothing; a snapshot older than the
+    /// applied state is refused.
+    pub fn install_snapshot(&self, inp: &mut impl Read) -> Result<SnapshotMeta> {
+        let (mem, files) = read_stream(inp)?;
+        let _span = info_span!(
+            "install_snapshot",
+            rev = mem.rev,
+            applied = mem.applied,
+            floor = mem.floor
+        )
+        .entered();
+        let meta = SnapshotMeta {
+            rev: mem.rev,
+            slot: mem.applied,
+            files,
         };
-        let rev = num(tables::S_REV)? as i64;
-        let applied = num(tables::S_APPLIED)?;
-        let floor = num(tables::S_FLOOR)? as i64;
-        let config: Config = match state.get(tables::S_CONFIG)? {
-            Some(v) => codec::decode(v.value())?,
-            None => Config::default(),
+        self.install_mem(mem)?;
+        Ok(meta)
+    }
+}
+
+/// Items read per lock hold while exporting: the writer waits at most this long.
+const CHUNK_ITEMS: usize = 2048;
+
+/// Writes the visible state of `sh` as a stream of `version`, a chunk of items per read
+/// lock so that commits go on meanwhile (the history it reads through is pinned); stops with
+/// [`StoreError::Cancelled`] once `cancel` is set.
+pub(crate) fn write_stream(
+    sh: &Shared,
+    out: &mut impl Write,
+    version: u64,
+    cancel: Option<&AtomicBool>,
+) -> Result<SnapshotMeta> {
+    let history = version >= 3;
+    let (vis, floor, generation, configs, lo, _pin) = {
+        let mem = sh.read();
+        let vis = sh.visible();
+        let window = vis.rev - DEDUP_WINDOW_REVS;
+        let lo = if history {
+            window.min(mem.floor)
+        } else {
+            window
         };
-        let _span = info_span!("export_snapshot", rev, applied, floor, version).entered();
-        let mut w = Writer_ {
-            out,
-            crc: crc32fast::Hasher::new(),
-            items: 0,
-        };
-        w.raw(MAGIC)?;
-        w.item(&Item::Header {
-            format: version,
-            rev,
-            applied,
-            config,
-        })?;
-        if history {
-            w.item(&Item::Floor { floor })?;
+        let pin = sh.pin(&mem, lo.min(mem.floor));
+        let configs: Vec<(Slot, Config)> = mem
+            .configs
+            .range(..=vis.applied)
+            .map(|(s, c)| (*s, c.clone()))
+            .collect();
+        (vis, mem.floor, mem.generation, configs, lo, pin)
+    };
+    let (rev, applied) = (vis.rev, vis.applied);
+    let _span = info_span!("export_snapshot", rev, applied, floor, version).entered();
+    // Runs `f` on the state read-locked, unless a snapshot replaced it meanwhile.
+    let locked = |f: &mut dyn FnMut(&Mem)| -> Result<()> {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(StoreError::Cancelled);
         }
-        let mut files = 0;
-        for item in txn.open_table(tables::FILES)?.iter()? {
-            let (k, v) = item?;
-            let r = FileRec::decode(v.value())?;
+        let mem = sh.read();
+        if mem.generation != generation {
+            return Err(StoreError::Replaced);
+        }
+        f(&mem);
+        Ok(())
+    };
+    let mut w = Writer_ {
+        out,
+        crc: crc32fast::Hasher::new(),
+        items: 0,
+    };
+    w.raw(MAGIC)?;
+    w.item(&Item::Header {
+        format: version,
+        rev,
+        applied,
+        config: vis.config.clone(),
+    })?;
+    if history {
+        w.item(&Item::Floor { floor })?;
+    }
+    let mut files = 0;
+    let mut next: Vec<u8> = vec![];
+    loop {
+        let mut chunk: Vec<(Bytes, i64, Bytes)> = Vec::with_capacity(CHUNK_ITEMS);
+        locked(&mut |mem| {
+            let at = (mem.rev != rev).then_some(rev as u64);
+            View { mem, at }.scan(&next, None, |k, r, v| {
+                chunk.push((Bytes::copy_from_slice(k), r, v.clone()));
+                if chunk.len() == CHUNK_ITEMS {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        })?;
+        let Some((last, _, _)) = chunk.last() else {
+            break;
+        };
+        // The first key after `last`.
+        next = last.to_vec();
+        next.push(0);
+        for (k, r, v) in chunk {
             w.item(&Item::File {
-                path: key_path(k.value()),
-                rev: r.rev,
-                value: Bytes::copy_from_slice(r.value),
+                path: key_path(&k),
+                rev: r,
+                value: v,
             })?;
             files += 1;
         }
-        // The command ids a replica at this revision still answers duplicates for, and with
-        // history every revision above the floor.
-        let window = rev - DEDUP_WINDOW_REVS;
-        let lo = if history { window.min(floor) } else { window };
-        let revs = txn.open_table(tables::REVS)?;
-        let start = revs
-            .range(..=(lo.max(0) as u64 + 1))?
-            .next_back()
-            .transpose()?
-            .map_or(0, |(k, _)| k.value());
-        for item in revs.range(start..)? {
-            let (k, row) = item?;
-            for (i, e) in RevEntry::decode_row(row.value())?.into_iter().enumerate() {
-                let r = (k.value() + i as u64) as i64;
-                if r <= lo || r > rev {
-                    continue;
-                }
-                let code = e.code.map(|c| c as i32).unwrap_or(0);
-                if history {
-                    w.item(&Item::Rev {
-                        rev: r,
-                        id: e.id,
-                        code,
-                        flags: e.flags,
-                        path: key_path(e.pkey),
-                    })?;
-                } else {
-                    w.item(&Item::Cmd {
-                        id: e.id,
-                        rev: r,
-                        code,
-                    })?;
-                }
-            }
-        }
-        if history {
-            for item in txn.open_table(tables::UNDO)?.iter()? {
-                let (k, v) = item?;
-                let (pkey, r) = keys::split_undo_key(k.value())
-                    .ok_or_else(|| StoreError::Corrupt("undo key".into()))?;
-                let prior = FileRec::decode_undo(v.value())?
-                    .map(|f| (f.rev, Bytes::copy_from_slice(f.value)));
-                w.item(&Item::Undo {
-                    path: key_path(pkey),
-                    rev: r as i64,
-                    prior,
+    }
+    // The command ids a replica at this revision still answers duplicates for, and with
+    // history every revision above the floor.
+    let mut from = lo.max(0) as u64 + 1;
+    while from <= rev.max(0) as u64 {
+        let mut chunk: Vec<(u64, RevRec)> = Vec::with_capacity(CHUNK_ITEMS);
+        locked(&mut |mem| {
+            chunk.extend(
+                mem.revs
+                    .range(from..=rev as u64)
+                    .take(CHUNK_ITEMS)
+                    .map(|(r, e)| (*r, e.clone())),
+            );
+        })?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        from = last + 1;
+        for (r, e) in chunk {
+            let code = e.code.map(|c| c as i32).unwrap_or(0);
+            let r = r as i64;
+            if history {
+                w.item(&Item::Rev {
+                    rev: r,
+                    id: e.id,
+                    code,
+                    flags: e.flags,
+                    path: key_path(&e.pkey),
+                })?;
+            } else {
+                w.item(&Item::Cmd {
+                    id: e.id,
+                    rev: r,
+                    code,
                 })?;
             }
         }
-        for item in txn.open_table(tables::CONFIGS)?.iter()? {
-            let (k, v) = item?;
-            w.item(&Item::ConfigAt {
-                slot: k.value(),
-                config: codec::decode(v.value())?,
+    }
+    if history {
+        // Undo records of the revisions in (floor, rev]: later ones belong to changes after
+        // the exported state.
+        let mut after: Option<UndoKey> = None;
+        loop {
+            let mut chunk: Vec<(UndoKey, Option<FileVal>)> = Vec::with_capacity(CHUNK_ITEMS);
+            locked(&mut |mem| {
+                let lo = match &after {
+                    Some(k) => Bound::Excluded(k.clone()),
+                    None => Bound::Unbounded,
+                };
+                chunk.extend(
+                    mem.undo
+                        .range((lo, Bound::Unbounded))
+                        .take(CHUNK_ITEMS)
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
             })?;
-        }
-        let end = Item::End {
-            items: w.items,
-            crc: w.crc.clone().finalize(),
-        };
-        w.item(&end)?;
-        w.out.flush().map_err(StoreError::from_io)?;
-        Ok(SnapshotMeta {
-            rev,
-            slot: applied,
-            files,
-        })
-    }
-
-    /// Replaces the applied state with the snapshot read from `inp`, in one transaction:
-    /// every file keeps its revision, the store's revision and applied slot become the
-    /// snapshot's, and so do its history and history floor (a version 2 stream has none:
-    /// history starts afresh at its revision). The promise and the accepted values of slots
-    /// above the snapshot are kept. A malformed, truncated or corrupted stream changes
-    /// nothing; a snapshot older than the applied state is refused.
-    pub fn install_snapshot(&self, inp: &mut impl Read) -> Result<SnapshotMeta> {
-        let mut r = Reader_ {
-            inp,
-            crc: crc32fast::Hasher::new(),
-            items: 0,
-        };
-        let magic = r.raw(MAGIC.len())?;
-        if magic != MAGIC {
-            return Err(StoreError::BadSnapshot("not a doozer snapshot".into()));
-        }
-        r.crc.update(&magic);
-        let (version, rev, applied, config) = match r.item()?.0 {
-            Item::Header {
-                format,
-                rev,
-                applied,
-                config,
-            } if (SNAPSHOT_FORMAT_MIN..=SNAPSHOT_FORMAT).contains(&format) => {
-                (format, rev, applied, config)
-            }
-            Item::Header { format, .. } => {
-                return Err(StoreError::BadSnapshot(format!(
-                    "unsupported format {format}"
-                )))
-            }
-            _ => return Err(StoreError::BadSnapshot("no header".into())),
-        };
-        if rev < 0 {
-            return Err(StoreError::BadSnapshot(format!("revision {rev}")));
-        }
-        let floor = if version >= 3 {
-            match r.item()?.0 {
-                Item::Floor { floor } if (0..=rev).contains(&floor) => floor,
-                Item::Floor { floor } => {
-                    return Err(StoreError::BadSnapshot(format!(
-                        "history floor {floor} at revision {rev}"
-                    )))
-                }
-                _ => return Err(StoreError::BadSnapshot("no history floor".into())),
-            }
-        } else {
-            rev
-        };
-        let _span = info_span!("install_snapshot", rev, applied, floor, version).entered();
-        self.write(|txn, st, _| {
-            if applied < st.applied {
-                return Err(StoreError::StaleSnapshot {
-                    snapshot: applied,
-                    applied: st.applied,
-                });
-            }
-            let (files, ids) = fill(txn, &mut r, version, rev, floor)?;
-            // Slots up to the snapshot's are settled by it; accepts above stay.
-            txn.open_table(tables::SLOT_META)?
-                .retain_in(..=applied, |_, _| false)?;
-            txn.open_table(tables::SLOT_VALUES)?
-                .retain_in(..=(applied, u32::MAX), |_, _| false)?;
-            let mut state = txn.open_table(tables::STATE)?;
-            state.insert(tables::S_REV, tables::u64_row(rev as u64).as_slice())?;
-            state.insert(tables::S_APPLIED, tables::u64_row(applied).as_slice())?;
-            state.insert(tables::S_FLOOR, tables::u64_row(floor as u64).as_slice())?;
-            state.insert(tables::S_CONFIG, codec::try_encode(&config)?.as_slice())?;
-            *st = Writer {
-                rev,
-                applied,
-                floor,
-                config: config.clone(),
-                ..st.clone()
+            let Some((last, _)) = chunk.last() else {
+                break;
             };
-            Ok((
-                SnapshotMeta {
-                    rev,
-                    slot: applied,
-                    files,
-                },
-                DedupUpdate::Replace(ids),
-            ))
-        })
-    }
-}
-
-type Ids = crate::apply::IdMap;
-
-/// A `revs` row being filled from `Rev` items, as [`crate::apply`] fills them.
-struct RowBuf {
-    row: Vec<u8>,
-    first: u64,
-    next: u64,
-}
-
-impl RowBuf {
-    fn flush(&mut self, revs: &mut redb::Table<'_, u64, tables::Bin>) -> Result<()> {
-        if !self.row.is_empty() {
-            revs.insert(self.first, self.row.as_slice())?;
-            self.row.clear();
+            after = Some(last.clone());
+            for ((pkey, r), prior) in chunk {
+                if r as i64 <= floor || r as i64 > rev {
+                    continue;
+                }
+                w.item(&Item::Undo {
+                    path: key_path(&pkey),
+                    rev: r as i64,
+                    prior: prior.map(|f| (f.rev, f.value)),
+                })?;
+            }
         }
-        Ok(())
     }
+    for (slot, config) in configs {
+        w.item(&Item::ConfigAt { slot, config })?;
+    }
+    let end = Item::End {
+        items: w.items,
+        crc: w.crc.clone().finalize(),
+    };
+    w.item(&end)?;
+    w.out.flush().map_err(StoreError::from_io)?;
+    Ok(SnapshotMeta {
+        rev,
+        slot: applied,
+        files,
+    })
 }
 
 fn code_of(c: i32) -> Result<Option<ErrCode>> {
@@ -402,37 +389,73 @@ fn valid_path(p: &str) -> Result<()> {
     path::validate(p).map_err(|e| StoreError::BadSnapshot(e.to_string()))
 }
 
-/// Empties the applied-state tables and fills them from the items after the header (and, in
-/// version 3, the floor). Returns the number of files and the remembered command ids.
-fn fill<R: Read>(
-    txn: &WriteTransaction,
-    r: &mut Reader_<'_, R>,
-    version: u64,
-    snap_rev: i64,
-    floor: i64,
-) -> Result<(u64, Ids)> {
+/// Reads and checks a whole stream into a new state; returns it and its number of files.
+pub(crate) fn read_stream(inp: &mut impl Read) -> Result<(Mem, u64)> {
+    let mut r = Reader_ {
+        inp,
+        crc: crc32fast::Hasher::new(),
+        items: 0,
+    };
+    let magic = r.raw(MAGIC.len())?;
+    if magic != MAGIC {
+        return Err(StoreError::BadSnapshot("not a doozer snapshot".into()));
+    }
+    r.crc.update(&magic);
+    let (version, rev, applied, config) = match r.item()?.0 {
+        Item::Header {
+            format,
+            rev,
+            applied,
+            config,
+        } if (SNAPSHOT_FORMAT_MIN..=SNAPSHOT_FORMAT).contains(&format) => {
+            (format, rev, applied, config)
+        }
+        Item::Header { format, .. } => {
+            return Err(StoreError::BadSnapshot(format!(
+                "unsupported format {format}"
+            )))
+        }
+        _ => return Err(StoreError::BadSnapshot("no header".into())),
+    };
+    if rev < 0 {
+        return Err(StoreError::BadSnapshot(format!("revision {rev}")));
+    }
+    let floor = if version >= 3 {
+        match r.item()?.0 {
+            Item::Floor { floor } if (0..=rev).contains(&floor) => floor,
+            Item::Floor { floor } => {
+                return Err(StoreError::BadSnapshot(format!(
+                    "history floor {floor} at revision {rev}"
+                )))
+            }
+            _ => return Err(StoreError::BadSnapshot("no history floor".into())),
+        }
+    } else {
+        rev
+    };
+    let mut mem = Mem {
+        rev,
+        floor,
+        applied,
+        config,
+        ..Mem::default()
+    };
+    let files = fill(&mut mem, &mut r, version)?;
+    Ok((mem, files))
+}
+
+/// Fills `mem` from the items after the header (and, in version 3, the floor). Returns the
+/// number of files.
+fn fill<R: Read>(mem: &mut Mem, r: &mut Reader_<'_, R>, version: u64) -> Result<u64> {
     let history = version >= 3;
-    for t in [tables::FILES, tables::UNDO] {
-        txn.delete_table(t)?;
-    }
-    for t in [tables::REVS, tables::CONFIGS] {
-        txn.delete_table(t)?;
-    }
-    let mut files_t = txn.open_table(tables::FILES)?;
-    let mut revs = txn.open_table(tables::REVS)?;
-    let mut configs = txn.open_table(tables::CONFIGS)?;
-    let mut undo = txn.open_table(tables::UNDO)?;
-    let mut ids = Ids::default();
+    let (snap_rev, floor) = (mem.rev, mem.floor);
+    let mut ids = std::collections::HashSet::new();
     let mut files = 0;
     let window = snap_rev - DEDUP_WINDOW_REVS;
-    let mut row = RowBuf {
-        row: Vec::new(),
-        first: 0,
-        next: 0,
-    };
     // Checks of the history: entries in increasing order, one for every revision above the
     // floor, and as many undo records as entries that say they wrote one.
     let (mut last_rev, mut above_floor, mut want_undo, mut undos) = (0i64, 0i64, 0u64, 0u64);
+    let mut last_file: Option<Bytes> = None;
     loop {
         let (item, crc_before) = r.item()?;
         match item {
@@ -441,33 +464,35 @@ fn fill<R: Read>(
                 if path == "/" {
                     return Err(StoreError::BadSnapshot("a file at /".into()));
                 }
-                let key = path_key(&path);
+                let key = Bytes::from(path_key(&path));
+                if last_file.as_ref().is_some_and(|l| *l >= key) {
+                    return Err(StoreError::BadSnapshot(format!("{path} out of order")));
+                }
                 // A file under a file would make the tree inconsistent.
                 for (i, &b) in key.iter().enumerate().skip(1) {
-                    if b == 0x01 && files_t.get(&key[..i])?.is_some() {
+                    if b == 0x01 && mem.files.contains_key(&key[..i]) {
                         return Err(StoreError::BadSnapshot(format!("{path} lies under a file")));
                     }
                 }
-                files_t.insert(key.as_slice(), FileRec::encode(rev, &value).as_slice())?;
+                mem.files.insert(key.clone(), FileVal { rev, value });
+                last_file = Some(key);
                 files += 1;
             }
             Item::Cmd { id, rev, code } if !history => {
                 let code = code_of(code)?;
-                if rev < 1 || ids.insert(id, (rev, code)).is_some() {
+                if rev < 1 || rev > snap_rev || !ids.insert(id) {
                     return Err(StoreError::BadSnapshot(format!(
                         "command {id:?} twice or at rev {rev}"
                     )));
                 }
-                // A row of its own, as a nop: below the history floor, only the id matters.
-                let mut row = Vec::new();
-                RevEntry {
+                // As a nop: below the history floor, only the id matters.
+                let rec = RevRec {
                     id,
                     code,
                     flags: 0,
-                    pkey: b"\x01",
-                }
-                .encode_into(&mut row);
-                if revs.insert(rev as u64, row.as_slice())?.is_some() {
+                    pkey: Bytes::from_static(b"\x01"),
+                };
+                if mem.revs.insert(rev as u64, rec).is_some() {
                     return Err(StoreError::BadSnapshot(format!(
                         "two commands at rev {rev}"
                     )));
@@ -488,7 +513,7 @@ fn fill<R: Read>(
                     )));
                 }
                 last_rev = rev;
-                if rev > window && ids.insert(id, (rev, code)).is_some() {
+                if rev > window && !ids.insert(id) {
                     return Err(StoreError::BadSnapshot(format!("command {id:?} twice")));
                 }
                 if rev > floor {
@@ -497,21 +522,13 @@ fn fill<R: Read>(
                         want_undo += 1;
                     }
                 }
-                if row.row.len() >= REV_ROW_BYTES || (!row.row.is_empty() && rev as u64 != row.next)
-                {
-                    row.flush(&mut revs)?;
-                }
-                if row.row.is_empty() {
-                    row.first = rev as u64;
-                }
-                row.next = rev as u64 + 1;
-                RevEntry {
+                let rec = RevRec {
                     id,
                     code,
                     flags,
-                    pkey: &path_key(&path),
-                }
-                .encode_into(&mut row.row);
+                    pkey: Bytes::from(path_key(&path)),
+                };
+                mem.revs.insert(rev as u64, rec);
             }
             Item::Undo { path, rev, prior } if history => {
                 valid_path(&path)?;
@@ -520,12 +537,9 @@ fn fill<R: Read>(
                         "undo record of {path} at revision {rev}"
                     )));
                 }
-                let rec = match prior {
-                    Some((prev, value)) => FileRec::encode(prev, &value),
-                    None => Vec::new(),
-                };
-                let key = keys::undo_key(&path_key(&path), rev as u64);
-                if undo.insert(key.as_slice(), rec.as_slice())?.is_some() {
+                let prior = prior.map(|(rev, value)| FileVal { rev, value });
+                let key = (Bytes::from(path_key(&path)), rev as u64);
+                if mem.undo.insert(key, prior).is_some() {
                     return Err(StoreError::BadSnapshot(format!(
                         "two undo records of {path} at revision {rev}"
                     )));
@@ -533,7 +547,7 @@ fn fill<R: Read>(
                 undos += 1;
             }
             Item::ConfigAt { slot, config } => {
-                configs.insert(slot, codec::try_encode(&config)?.as_slice())?;
+                mem.configs.insert(slot, config);
             }
             Item::End { items, crc } => {
                 if items != r.items - 1 || crc != crc_before {
@@ -548,8 +562,7 @@ fn fill<R: Read>(
                         snap_rev - floor
                     )));
                 }
-                row.flush(&mut revs)?;
-                return Ok((files, ids));
+                return Ok(files);
             }
             Item::Header { .. } => return Err(StoreError::BadSnapshot("second header".into())),
             Item::Floor { .. } | Item::Cmd { .. } | Item::Rev { .. } | Item::Undo { .. } => {

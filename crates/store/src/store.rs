@@ -1,27 +1,30 @@
-//! [`Store`]: opening the file, group commits, reads, acceptor state.
+//! [`Store`]: opening the file (checkpoint + replay), group commits, reads, acceptor state.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use doozer_paxos::{Ballot, Config, PersistentState, Record, Slot, Value};
 use doozer_proto::Glob;
-use redb::{Database, Durability, ReadOnlyTable, ReadableTable, WriteTransaction};
-use tracing::{debug_span, warn};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use tracing::{debug_span, info, warn};
 
-use crate::apply::{Dedup, IdMap, Tree, DEDUP_WINDOW_REVS, REV_ROW_BYTES};
+use crate::apply::{Dedup, IdMap, Tree, DEDUP_WINDOW_REVS};
+use crate::checkpoint::{self, Checkpointer};
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys::key_path;
-use crate::op::{Batch, Commit, Event, StoreOptions, FLAG_SET};
-use crate::tables::{self, Bin, RevEntry};
+use crate::mem::Mem;
+use crate::op::{ApplyResult, Batch, Commit, Event, StoreOptions, FLAG_SET};
+use crate::tables::{self, Bin};
 use crate::view::View;
 
 /// Membership changes kept below the applied slot (they must cover `alpha` slots back).
 const CONFIG_KEEP_SLOTS: u64 = 100_000;
 
-/// The replicated state machine and all durable state of a node, in one redb file.
+/// The replicated state machine and all durable state of a node: a redb file for the
+/// acceptor records, decided slots and counters, the applied state in memory, and
+/// checkpoints of it in a file beside the redb file.
 ///
 /// Cheap to clone (an `Arc`), `Send + Sync`. Writes ([`Store::commit`], snapshots, metadata)
 /// are serialized inside; reads run concurrently against the state of the last commit.
@@ -35,15 +38,116 @@ pub(crate) struct Inner {
     pub opts: StoreOptions,
     /// Held for the whole of a write transaction.
     pub writer: Mutex<WriterSlot>,
-    /// The state of the last commit, for readers.
-    pub snap: RwLock<Arc<Snap>>,
-    pub config: RwLock<Config>,
-    pub rev: AtomicI64,
-    pub applied: AtomicU64,
+    /// The applied state and what readers may see of it.
+    pub shared: Arc<Shared>,
+    pub ckpt: Checkpointer,
 }
 
-/// What the writer lock guards: the counters (copied for each transaction) and the
-/// duplicate table (updated in place after a successful commit).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A checkpoint thread must not rename its file after another store opened this one.
+        self.ckpt.stop();
+    }
+}
+
+/// What readers see of the last commit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Visible {
+    pub rev: i64,
+    pub applied: Slot,
+    pub config: Config,
+}
+
+/// The applied state, shared by the writer, readers and checkpoints.
+pub(crate) struct Shared {
+    /// Changed in place by the writer; may be ahead of `visible` while a commit is in flight.
+    pub mem: RwLock<Mem>,
+    pub visible: RwLock<Visible>,
+    /// Floors that long reads (exports) need kept: rev -> number of readers.
+    pub pins: Mutex<std::collections::BTreeMap<i64, usize>>,
+}
+
+/// Keeps the history above a revision from being trimmed while it lives.
+pub(crate) struct Pin<'a> {
+    shared: &'a Shared,
+    rev: i64,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut pins = lock(&self.shared.pins);
+        if let Some(n) = pins.get_mut(&self.rev) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.rev);
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(mem: Mem) -> Shared {
+        Shared {
+            visible: RwLock::new(Visible {
+                rev: mem.rev,
+                applied: mem.applied,
+                config: mem.config.clone(),
+            }),
+            mem: RwLock::new(mem),
+            pins: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn into_mem(self) -> Mem {
+        self.mem.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
+        self.mem.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Mem> {
+        self.mem.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn visible(&self) -> Visible {
+        self.visible
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn visible_rev(&self) -> i64 {
+        self.visible.read().unwrap_or_else(|e| e.into_inner()).rev
+    }
+
+    /// Pins the history above `rev`; call with `mem` read-locked so that no trim runs between
+    /// reading the floor and pinning it.
+    pub fn pin(&self, _mem: &Mem, rev: i64) -> Pin<'_> {
+        *lock(&self.pins).entry(rev).or_insert(0) += 1;
+        Pin { shared: self, rev }
+    }
+
+    /// Runs `f` on a view at revision `rev` (the visible one if `None`).
+    pub fn view<T>(&self, rev: Option<i64>, f: impl FnOnce(View<'_>) -> Result<T>) -> Result<T> {
+        let mem = self.read();
+        let current = self.visible_rev();
+        let r = rev.unwrap_or(current);
+        if r > current {
+            return Err(StoreError::FutureRev { rev: r, current });
+        }
+        if r < mem.floor {
+            return Err(StoreError::TooLate {
+                rev: r,
+                oldest: mem.floor,
+            });
+        }
+        let at = (r != mem.rev).then_some(r as u64);
+        f(View { mem: &mem, at })
+    }
+}
+
+/// What the writer lock guards: the durable counters and the duplicate table.
 pub(crate) struct WriterSlot {
     pub w: Writer,
     pub dedup: Dedup,
@@ -55,55 +159,18 @@ pub(crate) enum DedupUpdate {
     Keep,
     /// Commands applied by this write.
     Add(IdMap),
-    /// Everything replaced (a snapshot was installed).
-    Replace(IdMap),
+    /// Everything replaced: a snapshot was installed, and this is its state.
+    Replace(IdMap, Box<Mem>),
 }
 
-/// The counters a writer works from (mirrors the `state` table).
+/// The counters a writer works from that are not part of the applied state.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    pub rev: i64,
-    pub applied: Slot,
-    pub floor: i64,
     pub promised: Ballot,
-    pub config: Config,
+    /// The slot and revision of the last recorded checkpoint.
+    pub ckpt_slot: Slot,
+    pub ckpt_rev: i64,
     pub poisoned: bool,
-}
-
-/// A read snapshot: the tables as of one commit.
-pub(crate) struct Snap {
-    pub files: ReadOnlyTable<Bin, Bin>,
-    pub undo: ReadOnlyTable<Bin, Bin>,
-    pub revs: ReadOnlyTable<u64, Bin>,
-    pub rev: i64,
-    pub floor: i64,
-}
-
-impl Snap {
-    /// Which revision a read at `rev` sees: `None` is this snapshot's own.
-    fn at(&self, rev: Option<i64>) -> Result<Option<u64>> {
-        match rev {
-            None => Ok(None),
-            Some(r) if r == self.rev => Ok(None),
-            Some(r) if r > self.rev => Err(StoreError::FutureRev {
-                rev: r,
-                current: self.rev,
-            }),
-            Some(r) if r < self.floor => Err(StoreError::TooLate {
-                rev: r,
-                oldest: self.floor,
-            }),
-            Some(r) => Ok(Some(r as u64)),
-        }
-    }
-
-    fn view(&self, at: Option<u64>) -> View<'_, ReadOnlyTable<Bin, Bin>, ReadOnlyTable<Bin, Bin>> {
-        View {
-            files: &self.files,
-            undo: &self.undo,
-            at,
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,9 +229,6 @@ fn init_tables(txn: &WriteTransaction) -> Result<()> {
             })
         }
     }
-    txn.open_table(tables::FILES)?;
-    txn.open_table(tables::UNDO)?;
-    txn.open_table(tables::REVS)?;
     txn.open_table(tables::META)?;
     txn.open_table(tables::SLOT_META)?;
     txn.open_table(tables::SLOT_VALUES)?;
@@ -172,9 +236,109 @@ fn init_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// The counters of the `state` table.
+struct Stored {
+    rev: i64,
+    applied: Slot,
+    config: Config,
+    w: Writer,
+}
+
+/// The command ids applied within the duplicate window of `mem`.
+fn dedup_of(mem: &Mem) -> Dedup {
+    let mut dedup = Dedup::default();
+    let from = (mem.rev - DEDUP_WINDOW_REVS + 1).max(1) as u64;
+    for (r, e) in mem.revs.range(from..) {
+        dedup.map.insert(e.id, (*r as i64, e.code));
+    }
+    dedup
+}
+
+/// What applying one slot's commands did.
+#[derive(Default)]
+struct SlotOutcome {
+    results: Vec<(doozer_paxos::CommandId, ApplyResult)>,
+    events: Vec<Event>,
+    /// The membership after the slot, when it changed.
+    config: Option<Config>,
+}
+
+/// Applies the commands of one decided slot to `mem` (the same code for commits and for the
+/// replay after a restart, so both reach the same state).
+fn apply_slot(
+    mem: &mut Mem,
+    slot: Slot,
+    value: &Value,
+    dedup: &Dedup,
+    fresh: &mut IdMap,
+) -> SlotOutcome {
+    let mut out = SlotOutcome::default();
+    let mut membership = false;
+    if let Value::Batch(cmds) = value {
+        let mut tree = Tree { mem: &mut *mem };
+        for cmd in cmds {
+            let rev = tree.mem.rev + 1;
+            let a = tree.apply(cmd, rev, dedup, fresh);
+            out.results.push((cmd.id, a.result));
+            if let Some(ev) = a.event {
+                out.events.push(ev);
+            }
+            membership |= a.membership;
+        }
+    }
+    mem.applied = slot;
+    if membership {
+        let view = View {
+            mem: &*mem,
+            at: None,
+        };
+        let c = crate::apply::derive_config(&view, &mem.config);
+        if c != mem.config {
+            mem.configs.insert(slot, c.clone());
+            mem.config = c.clone();
+            out.config = Some(c);
+        }
+    }
+    out
+}
+
+/// History retention: by revisions, and command ids by a fixed window; never above `pin`
+/// (the lowest floor a running export needs).
+fn trim_history(mem: &mut Mem, opts: &StoreOptions, pin: Option<i64>) {
+    let mut floor = mem
+        .floor
+        .max(mem.rev - opts.hist_revs.min(i64::MAX as u64) as i64);
+    let mut keep_ids = mem.rev - DEDUP_WINDOW_REVS;
+    if let Some(p) = pin {
+        floor = floor.min(p).max(mem.floor);
+        keep_ids = keep_ids.min(p);
+    }
+    Tree { mem: &mut *mem }.trim(floor, keep_ids);
+}
+
+/// Membership changes are kept `CONFIG_KEEP_SLOTS` back (and the one in force then). Returns
+/// the first kept slot when older ones were dropped.
+fn trim_configs(mem: &mut Mem) -> Option<Slot> {
+    if mem.applied > CONFIG_KEEP_SLOTS {
+        let cut = mem.applied - CONFIG_KEEP_SLOTS;
+        let last_old = mem.configs.range(..=cut).next_back().map(|(k, _)| *k);
+        if let Some(k) = last_old {
+            let dead: Vec<Slot> = mem.configs.range(..k).map(|(s, _)| *s).collect();
+            for s in &dead {
+                mem.configs.remove(s);
+            }
+            if !dead.is_empty() {
+                return Some(k);
+            }
+        }
+    }
+    None
+}
+
 impl Store {
-    /// Opens the store at `path`, creating it if missing. After a crash, redb recovers the
-    /// last committed transaction.
+    /// Opens the store at `path`, creating it if missing: loads the last checkpoint (the file
+    /// `<path>.ckpt`) and applies the decided slots after it. After a crash, redb recovers
+    /// the last committed transaction, and with it every slot a commit returned for.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
         let _span = debug_span!("store_open", path = %path.display()).entered();
         let db = Database::builder()
@@ -184,123 +348,226 @@ impl Store {
         txn.set_durability(Durability::Immediate);
         init_tables(&txn)?;
         txn.commit()?;
-        let writer = Self::load_writer(&db)?;
-        let dedup = Self::load_dedup(&db, writer.rev)?;
-        let snap = Self::snapshot_of(&db)?;
+        let stored = Self::load_stored(&db)?;
+        let ckpt_path = checkpoint::checkpoint_path(path);
+        checkpoint::remove_leftovers(&ckpt_path);
+        let mut w = stored.w.clone();
+        let mem = match checkpoint::load(&ckpt_path)? {
+            Some(mem) => mem,
+            None if w.ckpt_slot > 0 => {
+                return Err(StoreError::Corrupt(format!(
+                    "checkpoint {} of slot {} is missing",
+                    ckpt_path.display(),
+                    w.ckpt_slot
+                )))
+            }
+            None => Mem::default(),
+        };
+        let file_slot = mem.applied;
+        let mem = if mem.applied > stored.applied {
+            // A snapshot install wrote its checkpoint and stopped before its commit.
+            Self::adopt(&db, &mem, &mut w)?;
+            mem
+        } else {
+            let mem = Self::replay(&db, mem, &stored, &opts)?;
+            if mem.rev != stored.rev {
+                return Err(StoreError::Corrupt(format!(
+                    "replay reached revision {}, the store recorded {}",
+                    mem.rev, stored.rev
+                )));
+            }
+            mem
+        };
+        let dedup = dedup_of(&mem);
+        let ckpt = Checkpointer::new(path, file_slot, w.ckpt_rev, opts.checkpoint_revs);
         Ok(Store {
             inner: Arc::new(Inner {
-                rev: AtomicI64::new(writer.rev),
-                applied: AtomicU64::new(writer.applied),
-                config: RwLock::new(writer.config.clone()),
-                snap: RwLock::new(Arc::new(snap)),
-                writer: Mutex::new(WriterSlot { w: writer, dedup }),
+                shared: Arc::new(Shared::new(mem)),
+                writer: Mutex::new(WriterSlot { w, dedup }),
                 db,
                 opts,
+                ckpt,
             }),
         })
     }
 
-    pub(crate) fn load_writer(db: &Database) -> Result<Writer> {
+    fn load_stored(db: &Database) -> Result<Stored> {
         let txn = db.begin_read()?;
         let state = txn.open_table(tables::STATE)?;
-        Ok(Writer {
+        Ok(Stored {
             rev: get_u64(&state, tables::S_REV)? as i64,
             applied: get_u64(&state, tables::S_APPLIED)?,
-            floor: get_u64(&state, tables::S_FLOOR)? as i64,
-            promised: get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO),
             config: get_decoded(&state, tables::S_CONFIG)?.unwrap_or_default(),
-            poisoned: false,
+            w: Writer {
+                promised: get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO),
+                ckpt_slot: get_u64(&state, tables::S_CKPT_SLOT)?,
+                ckpt_rev: get_u64(&state, tables::S_CKPT_REV)? as i64,
+                poisoned: false,
+            },
         })
     }
 
-    /// The command ids applied within the duplicate window before `rev`.
-    pub(crate) fn load_dedup(db: &Database, rev: i64) -> Result<Dedup> {
-        let txn = db.begin_read()?;
-        let mut dedup = Dedup::default();
-        let from = (rev - DEDUP_WINDOW_REVS + 1).max(1) as u64;
-        let start = txn
-            .open_table(tables::REVS)?
-            .range(..=from)?
-            .next_back()
-            .transpose()?
-            .map_or(from, |(k, _)| k.value());
-        for item in txn.open_table(tables::REVS)?.range(start..)? {
-            let (k, row) = item?;
-            for (i, e) in RevEntry::decode_row(row.value())?.into_iter().enumerate() {
-                let r = k.value() + i as u64;
-                if r >= from {
-                    dedup.map.insert(e.id, (r as i64, e.code));
+    /// Applies the decided slots after the checkpoint `mem` up to the recorded applied slot.
+    fn replay(db: &Database, mut mem: Mem, stored: &Stored, opts: &StoreOptions) -> Result<Mem> {
+        let from = mem.applied + 1;
+        if stored.applied >= from {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(tables::SLOT_META)?;
+            let values =
+                tables::read_chunks(&txn.open_table(tables::SLOT_VALUES)?, from..=stored.applied)?;
+            let dedup = dedup_of(&mem);
+            let mut fresh = IdMap::default();
+            let mut next = from;
+            for (slot, raw) in values {
+                let decided = meta
+                    .get(slot)?
+                    .is_some_and(|m| m.value().first() == Some(&tables::SLOT_DECIDED));
+                if slot != next || !decided {
+                    break;
                 }
+                let value: Value = codec::decode(&raw)?;
+                apply_slot(&mut mem, slot, &value, &dedup, &mut fresh);
+                next += 1;
             }
+            if next != stored.applied + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "decided slot {next} is missing: the checkpoint is at slot {}, the store \
+                     applied {}",
+                    from - 1,
+                    stored.applied
+                )));
+            }
+            info!(
+                slots = stored.applied + 1 - from,
+                rev = mem.rev,
+                "replayed the decided slots after the checkpoint"
+            );
         }
-        Ok(dedup)
-    }
-
-    pub(crate) fn snapshot_of(db: &Database) -> Result<Snap> {
+        trim_history(&mut mem, opts, None);
+        trim_configs(&mut mem);
+        // The recorded membership history is the authority (it reaches further back than
+        // the checkpoint's).
         let txn = db.begin_read()?;
-        let state = txn.open_table(tables::STATE)?;
-        Ok(Snap {
-            files: txn.open_table(tables::FILES)?,
-            undo: txn.open_table(tables::UNDO)?,
-            revs: txn.open_table(tables::REVS)?,
-            rev: get_u64(&state, tables::S_REV)? as i64,
-            floor: get_u64(&state, tables::S_FLOOR)? as i64,
-        })
+        let mut configs = std::collections::BTreeMap::new();
+        for item in txn.open_table(tables::CONFIGS)?.iter()? {
+            let (slot, v) = item?;
+            configs.insert(slot.value(), codec::decode(v.value())?);
+        }
+        mem.configs = configs;
+        if stored.applied > 0 && mem.config != stored.config {
+            return Err(StoreError::Corrupt(
+                "replayed membership differs from the recorded one".into(),
+            ));
+        }
+        Ok(mem)
     }
 
-    /// Makes the state of the last commit visible to readers and to the counters.
-    pub(crate) fn publish(&self, w: &Writer) -> Result<()> {
-        let snap = Self::snapshot_of(&self.inner.db)?;
-        *self.inner.snap.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
-        *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = w.config.clone();
-        self.inner.rev.store(w.rev, Ordering::Release);
-        self.inner.applied.store(w.applied, Ordering::Release);
+    /// Makes the store's records agree with a checkpoint newer than them.
+    fn adopt(db: &Database, mem: &Mem, w: &mut Writer) -> Result<()> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        record_install(&txn, mem)?;
+        txn.commit()?;
+        w.ckpt_slot = mem.applied;
+        w.ckpt_rev = mem.rev;
+        info!(
+            slot = mem.applied,
+            rev = mem.rev,
+            "completed an interrupted snapshot install"
+        );
         Ok(())
     }
 
-    /// Runs `f` in one durable write transaction; on success the writer state it produced
-    /// becomes current, the duplicate table is updated, and readers see the result. Storage
-    /// failures poison the store.
+    /// Runs `f` in one durable write transaction; `f` applies to the shared state in place
+    /// (readers keep seeing the last commit). On success the writer's counters it produced
+    /// become current, the duplicate table is updated, and readers see the result. Storage
+    /// failures, and any failure after `f` changed the state, poison the store.
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&WriteTransaction, &mut Writer, &Dedup) -> Result<(T, DedupUpdate)>,
+        f: impl FnOnce(&WriteTransaction, &mut Writer, &Shared, &Dedup) -> Result<(T, DedupUpdate)>,
     ) -> Result<T> {
         let mut guard = lock(&self.inner.writer);
         if guard.w.poisoned {
             return Err(StoreError::Poisoned);
         }
+        let sh = &self.inner.shared;
         let mut next = guard.w.clone();
         let outcome = (|| {
             let mut txn = self.inner.db.begin_write()?;
             txn.set_durability(Durability::Immediate);
-            let out = f(&txn, &mut next, &guard.dedup)?;
+            let out = f(&txn, &mut next, sh, &guard.dedup)?;
             txn.commit()?;
             Ok(out)
         })();
         match outcome {
             Ok((out, update)) => {
                 guard.w = next;
+                // An installed state keeps the history it came with until the next commit.
+                let trim = !matches!(update, DedupUpdate::Replace(..));
                 match update {
                     DedupUpdate::Keep => {}
                     DedupUpdate::Add(m) => guard.dedup.map.extend(m),
-                    DedupUpdate::Replace(m) => guard.dedup.map = m,
+                    DedupUpdate::Replace(m, mem) => {
+                        guard.dedup.map = m;
+                        let mut cur = sh.write();
+                        let generation = cur.generation + 1;
+                        *cur = *mem;
+                        cur.generation = generation;
+                    }
                 }
-                let rev = guard.w.rev;
+                let rev = sh.read().rev;
                 guard.dedup.prune(rev);
-                if let Err(e) = self.publish(&guard.w) {
-                    guard.w.poisoned = true;
-                    return Err(e);
+                let sh = &self.inner.shared;
+                {
+                    let mem = sh.read();
+                    *sh.visible.write().unwrap_or_else(|e| e.into_inner()) = Visible {
+                        rev: mem.rev,
+                        applied: mem.applied,
+                        config: mem.config.clone(),
+                    };
                 }
+                if trim {
+                    let mut mem = sh.write();
+                    let pin = lock(&sh.pins).keys().next().copied();
+                    trim_history(&mut mem, &self.inner.opts, pin);
+                }
+                self.inner.ckpt.recorded(guard.w.ckpt_slot);
+                self.inner.ckpt.maybe_start(sh, guard.w.ckpt_rev);
                 Ok(out)
             }
             Err(e) => {
-                if poisons(&e) {
+                let ahead = sh.read().rev != sh.visible_rev();
+                if poisons(&e) || ahead {
                     warn!(error = %e, "store write failed; refusing further writes");
                     guard.w.poisoned = true;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Replaces the applied state with `new` (a snapshot): its checkpoint is written first,
+    /// then the records agree with it in one transaction.
+    pub(crate) fn install_mem(&self, new: Mem) -> Result<()> {
+        self.write(|txn, st, sh, _| {
+            let applied = sh.visible().applied;
+            if new.applied < applied {
+                return Err(StoreError::StaleSnapshot {
+                    snapshot: new.applied,
+                    applied,
+                });
+            }
+            // The decided slots before it are not in the log: the checkpoint must exist
+            // before the commit says the store is at its slot.
+            let tmp = Shared::new(new);
+            self.inner.ckpt.write_now(&tmp)?;
+            let new = tmp.into_mem();
+            record_install(txn, &new)?;
+            st.ckpt_slot = new.applied;
+            st.ckpt_rev = new.rev;
+            let ids = dedup_of(&new).map;
+            Ok(((), DedupUpdate::Replace(ids, Box::new(new))))
+        })
     }
 
     /// Writes `batch` in one transaction with one fsync: the acceptor records, then every
@@ -314,111 +581,89 @@ impl Store {
         )
         .entered();
         let opts = self.inner.opts.clone();
-        self.write(move |txn, st, dedup| apply_batch(txn, st, batch, &opts, dedup))
+        let ckpt = self.inner.ckpt.done();
+        self.write(move |txn, st, sh, dedup| apply_batch(txn, st, sh, batch, &opts, dedup, ckpt))
     }
 
     /// The current (last applied) revision.
     pub fn rev(&self) -> i64 {
-        self.inner.rev.load(Ordering::Acquire)
+        self.inner.shared.visible_rev()
     }
 
     /// The last applied slot.
     pub fn applied_slot(&self) -> Slot {
-        self.inner.applied.load(Ordering::Acquire)
+        self.inner.shared.visible().applied
     }
 
     /// The oldest revision reads can ask for; WAIT needs `>` this.
     pub fn oldest_rev(&self) -> i64 {
-        self.snap().floor
-    }
-
-    pub(crate) fn snap(&self) -> Arc<Snap> {
-        self.inner
-            .snap
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.shared.read().floor
     }
 
     /// GET: the body and rev of the file at `path`, at revision `rev` (current if `None`).
     /// A missing file is `(empty, 0)`; a directory is [`StoreError::IsDir`].
     pub fn get(&self, path: &str, rev: Option<i64>) -> Result<(Bytes, i64)> {
         let _span = tracing::trace_span!("store_get", path, ?rev).entered();
-        let s = self.snap();
-        s.view(s.at(rev)?).get(path)
+        self.inner.shared.view(rev, |v| v.get(path))
     }
 
     /// GETDIR: the name of the `offset`-th entry (byte order) of directory `path`.
     pub fn getdir(&self, path: &str, offset: i32, rev: Option<i64>) -> Result<String> {
         let _span = tracing::trace_span!("store_getdir", path, ?rev).entered();
-        let s = self.snap();
-        s.view(s.at(rev)?).getdir(path, offset)
+        self.inner.shared.view(rev, |v| v.getdir(path, offset))
     }
 
     /// STAT: `(rev, len)` of a file, `(-2, entries)` of a directory, `(0, 0)` when missing.
     pub fn stat(&self, path: &str, rev: Option<i64>) -> Result<(i64, i32)> {
         let _span = tracing::trace_span!("store_stat", path, ?rev).entered();
-        let s = self.snap();
-        s.view(s.at(rev)?).stat(path)
+        self.inner.shared.view(rev, |v| v.stat(path))
     }
 
     /// WALK: the `offset`-th file matching `glob` in sorted depth-first order:
     /// `(path, body, rev)`.
     pub fn walk(&self, glob: &Glob, offset: i32, rev: Option<i64>) -> Result<(String, Bytes, i64)> {
         let _span = debug_span!("store_walk", glob = glob.as_str(), offset, ?rev).entered();
-        let s = self.snap();
-        s.view(s.at(rev)?).walk(glob, offset)
+        self.inner.shared.view(rev, |v| v.walk(glob, offset))
     }
 
     /// WAIT: the first event at or after `from_rev` (below 1 counts as 1) whose path matches
     /// `glob`, or `None` if there is none yet. [`StoreError::TooLate`] below the history.
     pub fn wait(&self, glob: &Glob, from_rev: i64) -> Result<Option<Event>> {
         let _span = debug_span!("store_wait", glob = glob.as_str(), from_rev).entered();
-        let s = self.snap();
+        let sh = &self.inner.shared;
+        let mem = sh.read();
+        let current = sh.visible_rev();
         let from = from_rev.max(1);
-        if from <= s.floor {
+        if from <= mem.floor {
             return Err(StoreError::TooLate {
                 rev: from_rev,
-                oldest: s.floor + 1,
+                oldest: mem.floor + 1,
             });
         }
-        if from > s.rev {
+        if from > current {
             return Ok(None);
         }
-        let from = from as u64;
-        let start = s
-            .revs
-            .range(..=from)?
-            .next_back()
-            .transpose()?
-            .map_or(from, |(k, _)| k.value());
-        for item in s.revs.range(start..=s.rev as u64)? {
-            let (k, row) = item?;
-            for (i, e) in RevEntry::decode_row(row.value())?.iter().enumerate() {
-                let rev = k.value() + i as u64;
-                if rev < from || rev > s.rev as u64 {
-                    continue;
-                }
-                let path = key_path(e.pkey);
-                if !glob.matches(&path) {
-                    continue;
-                }
-                let flags = e.event_flags();
-                let value = if flags == FLAG_SET {
-                    s.view(Some(rev))
-                        .file(e.pkey)?
-                        .map(|(_, v)| v)
-                        .unwrap_or_default()
-                } else {
-                    Bytes::new()
-                };
-                return Ok(Some(Event {
-                    rev: rev as i64,
-                    path,
-                    value,
-                    flags,
-                }));
+        for (rev, e) in mem.revs.range(from as u64..=current as u64) {
+            let path = key_path(&e.pkey);
+            if !glob.matches(&path) {
+                continue;
             }
+            let flags = e.event_flags();
+            let value = if flags == FLAG_SET {
+                let at = (*rev as i64 != mem.rev).then_some(*rev);
+                View { mem: &mem, at }
+                    .file(&e.pkey)
+                    .map(|(_, v)| v)
+                    .unwrap_or_default()
+            } else {
+                Bytes::new()
+            };
+            return Ok(Some(Event {
+                rev: *rev as i64,
+                path,
+                value,
+                flags,
+            }));
         }
         Ok(None)
     }
@@ -426,16 +671,13 @@ impl Store {
     /// The current membership: voters are the ids in non-empty `/ctl/cal/*`, learners the
     /// other `/ctl/node/<id>`.
     pub fn config(&self) -> Config {
-        self.inner
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.shared.visible().config
     }
 
     /// What a restarted engine needs: promise, accepts above the applied slot, the decided
-    /// tail, and the configs governing slots `applied + 1 ..= applied + alpha` (the config
-    /// after slot `s` governs slot `s + alpha` on).
+    /// tail (the last `retain_slots` applied), and the configs governing slots
+    /// `applied + 1 ..= applied + alpha` (the config after slot `s` governs slot `s + alpha`
+    /// on).
     pub fn load_engine_state(&self, alpha: u64) -> Result<PersistentState> {
         let txn = self.inner.db.begin_read()?;
         let state = txn.open_table(tables::STATE)?;
@@ -443,21 +685,22 @@ impl Store {
         let promised = get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO);
         let mut accepted = std::collections::BTreeMap::new();
         let mut decided_tail = Vec::new();
-        let values = tables::read_chunks(&txn.open_table(tables::SLOT_VALUES)?, ..)?;
+        // Decided slots since the checkpoint are kept for replay; the engine gets the tail.
+        let first = applied.saturating_sub(self.inner.opts.retain_slots) + 1;
+        let values = tables::read_chunks(&txn.open_table(tables::SLOT_VALUES)?, first..)?;
         let mut values: std::collections::BTreeMap<Slot, Vec<u8>> = values.into_iter().collect();
-        for item in txn.open_table(tables::SLOT_META)?.iter()? {
+        for item in txn.open_table(tables::SLOT_META)?.range(first..)? {
             let (slot, meta) = item?;
             let slot = slot.value();
             let raw = values
                 .remove(&slot)
                 .ok_or_else(|| StoreError::Corrupt(format!("slot {slot} has no value")))?;
-            let value: Value = codec::decode(&raw)?;
             match meta.value().split_first() {
                 Some((&tables::SLOT_ACCEPTED, b)) if slot > applied => {
-                    accepted.insert(slot, (codec::decode(b)?, value));
+                    accepted.insert(slot, (codec::decode(b)?, codec::decode(&raw)?));
                 }
                 Some((&tables::SLOT_DECIDED, _)) if slot <= applied => {
-                    decided_tail.push((slot, value))
+                    decided_tail.push((slot, codec::decode(&raw)?))
                 }
                 // An accept of a slot applied since, or a decision above applied: stale.
                 Some((&tables::SLOT_ACCEPTED, _)) | Some((&tables::SLOT_DECIDED, _)) => {}
@@ -500,35 +743,70 @@ impl Store {
 
     /// Writes a metadata value durably (its own transaction and fsync).
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.write(|txn, _, _| {
+        self.write(|txn, _, _, _| {
             txn.open_table(tables::META)?.insert(key, value)?;
             Ok(((), DedupUpdate::Keep))
         })
     }
 }
 
-/// The body of [`Store::commit`].
+/// Makes the records say the store is at the state `mem` of a snapshot whose checkpoint is
+/// written: its counters and membership history, no decided slot at or below its slot.
+fn record_install(txn: &WriteTransaction, mem: &Mem) -> Result<()> {
+    txn.open_table(tables::SLOT_META)?
+        .retain_in(..=mem.applied, |_, _| false)?;
+    txn.open_table(tables::SLOT_VALUES)?
+        .retain_in(..=(mem.applied, u32::MAX), |_, _| false)?;
+    txn.delete_table(tables::CONFIGS)?;
+    let mut configs = txn.open_table(tables::CONFIGS)?;
+    for (slot, c) in mem.configs.iter() {
+        configs.insert(*slot, codec::try_encode(c)?.as_slice())?;
+    }
+    let mut state = txn.open_table(tables::STATE)?;
+    state.insert(tables::S_REV, tables::u64_row(mem.rev as u64).as_slice())?;
+    state.insert(tables::S_APPLIED, tables::u64_row(mem.applied).as_slice())?;
+    state.insert(
+        tables::S_FLOOR,
+        tables::u64_row(mem.floor as u64).as_slice(),
+    )?;
+    state.insert(tables::S_CONFIG, codec::try_encode(&mem.config)?.as_slice())?;
+    state.insert(tables::S_CKPT_SLOT, tables::u64_row(mem.applied).as_slice())?;
+    state.insert(
+        tables::S_CKPT_REV,
+        tables::u64_row(mem.rev as u64).as_slice(),
+    )?;
+    Ok(())
+}
+
+/// The body of [`Store::commit`]: `ckpt` is a checkpoint written since the last commit.
 fn apply_batch(
     txn: &WriteTransaction,
     st: &mut Writer,
+    sh: &Shared,
     batch: Batch,
     opts: &StoreOptions,
     dedup: &Dedup,
+    ckpt: Option<(Slot, i64)>,
 ) -> Result<(Commit, DedupUpdate)> {
     let mut state = txn.open_table(tables::STATE)?;
     let mut slot_meta = txn.open_table(tables::SLOT_META)?;
     let mut slot_values = txn.open_table(tables::SLOT_VALUES)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;
-    let mut tree = Tree {
-        files: txn.open_table(tables::FILES)?,
-        undo: txn.open_table(tables::UNDO)?,
-        revs: txn.open_table(tables::REVS)?,
-        dirs: Default::default(),
-        row: Vec::with_capacity(REV_ROW_BYTES + 128),
-        row_first: 0,
-        row_next: 0,
-    };
     let mut fresh = IdMap::default();
+    // Checked before anything changes: a gap writes nothing.
+    let applied = sh.visible().applied;
+    let mut expect = applied + 1;
+    for (slot, _) in &batch.decided {
+        if *slot > applied {
+            if *slot != expect {
+                return Err(StoreError::SlotGap {
+                    applied: expect - 1,
+                    got: *slot,
+                });
+            }
+            expect += 1;
+        }
+    }
     for rec in &batch.records {
         match rec {
             Record::Promise(b) => {
@@ -542,7 +820,7 @@ fn apply_batch(
                 ballot,
                 value,
             } => {
-                if *slot > st.applied {
+                if *slot > applied {
                     tables::put_chunks(&mut slot_values, *slot, &codec::try_encode(value)?, true)?;
                     let mut meta = vec![tables::SLOT_ACCEPTED];
                     meta.extend_from_slice(&codec::try_encode(ballot)?);
@@ -552,86 +830,63 @@ fn apply_batch(
         }
     }
     let mut out = Commit::default();
+    let mut mem = sh.write();
+    let mem = &mut *mem;
     for (slot, value) in &batch.decided {
-        if *slot <= st.applied {
+        if *slot <= mem.applied {
             continue;
         }
-        if *slot != st.applied + 1 {
-            return Err(StoreError::SlotGap {
-                applied: st.applied,
-                got: *slot,
-            });
+        let done = apply_slot(mem, *slot, value, dedup, &mut fresh);
+        out.results.extend(done.results);
+        out.events.extend(done.events);
+        // The decided value is the log a restart replays after the checkpoint. Usually it
+        // was accepted here unchanged: then deciding it is a flag.
+        let raw = codec::try_encode(value)?;
+        let was_accepted = slot_meta
+            .get(*slot)?
+            .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
+        let same = was_accepted
+            && tables::read_chunks(&slot_values, *slot..=*slot)?
+                .first()
+                .is_some_and(|(_, v)| *v == raw);
+        if !same {
+            tables::put_chunks(&mut slot_values, *slot, &raw, true)?;
         }
-        let mut membership = false;
-        if let Value::Batch(cmds) = value {
-            for cmd in cmds {
-                let a = tree.apply(cmd, st.rev + 1, dedup, &mut fresh)?;
-                out.results.push((cmd.id, a.result));
-                if let Some(ev) = a.event {
-                    st.rev += 1;
-                    out.events.push(ev);
-                }
-                membership |= a.membership;
-            }
-        }
-        if opts.retain_slots > 0 {
-            // Usually the value was accepted here unchanged: then deciding it is a flag.
-            let raw = codec::try_encode(value)?;
-            let was_accepted = slot_meta
-                .get(*slot)?
-                .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
-            let same = was_accepted
-                && tables::read_chunks(&slot_values, *slot..=*slot)?
-                    .first()
-                    .is_some_and(|(_, v)| *v == raw);
-            if !same {
-                tables::put_chunks(&mut slot_values, *slot, &raw, true)?;
-            }
-            slot_meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
-        } else {
-            tables::remove_chunks(&mut slot_values, *slot)?;
-            slot_meta.remove(*slot)?;
-        }
-        st.applied = *slot;
-        if membership {
-            let c = tree.derive_config(&st.config)?;
-            if c != st.config {
-                let raw = codec::try_encode(&c)?;
-                configs.insert(*slot, raw.as_slice())?;
-                state.insert(tables::S_CONFIG, raw.as_slice())?;
-                out.configs.push((*slot, c.clone()));
-                st.config = c;
-            }
+        slot_meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
+        if let Some(c) = done.config {
+            let raw = codec::try_encode(&c)?;
+            configs.insert(*slot, raw.as_slice())?;
+            state.insert(tables::S_CONFIG, raw.as_slice())?;
+            out.configs.push((*slot, c));
         }
     }
-    // Retention: history by revisions, command ids by a fixed window, decided slots and
-    // config changes by slots.
-    let floor = st
-        .floor
-        .max(st.rev - opts.hist_revs.min(i64::MAX as u64) as i64);
-    tree.trim(st.floor, floor, st.rev - DEDUP_WINDOW_REVS)?; // flushes the last revs row
-    st.floor = floor;
-    if st.applied > opts.retain_slots {
-        let cut = st.applied - opts.retain_slots;
+    if let Some((slot, rev)) = ckpt.filter(|(s, _)| *s > st.ckpt_slot) {
+        st.ckpt_slot = slot;
+        st.ckpt_rev = rev;
+        state.insert(tables::S_CKPT_SLOT, tables::u64_row(slot).as_slice())?;
+        state.insert(tables::S_CKPT_REV, tables::u64_row(rev as u64).as_slice())?;
+    }
+    if let Some(k) = trim_configs(mem) {
+        configs.retain_in(..k, |_, _| false)?;
+    }
+    // Decided values: kept while a restart needs them (after the checkpoint) and for
+    // `retain_slots` to serve lagging peers.
+    let cut = mem
+        .applied
+        .saturating_sub(opts.retain_slots)
+        .min(st.ckpt_slot);
+    if cut > 0 {
         tables::trim_slot_meta(&mut slot_meta, cut)?;
         tables::trim_slot_values(&mut slot_values, cut)?;
     }
-    if st.applied > CONFIG_KEEP_SLOTS {
-        let cut = st.applied - CONFIG_KEEP_SLOTS;
-        let last_old = configs
-            .range(..=cut)?
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k.value());
-        if let Some(k) = last_old {
-            configs.retain_in(..k, |_, _| false)?;
-        }
-    }
-    state.insert(tables::S_REV, tables::u64_row(st.rev as u64).as_slice())?;
-    state.insert(tables::S_APPLIED, tables::u64_row(st.applied).as_slice())?;
-    state.insert(tables::S_FLOOR, tables::u64_row(st.floor as u64).as_slice())?;
-    out.rev = st.rev;
-    out.applied = st.applied;
+    state.insert(tables::S_REV, tables::u64_row(mem.rev as u64).as_slice())?;
+    state.insert(tables::S_APPLIED, tables::u64_row(mem.applied).as_slice())?;
+    state.insert(
+        tables::S_FLOOR,
+        tables::u64_row(mem.floor as u64).as_slice(),
+    )?;
+    out.rev = mem.rev;
+    out.applied = mem.applied;
     Ok((out, DedupUpdate::Add(fresh)))
 }
 

@@ -7,21 +7,17 @@ use std::ops::{Bound, ControlFlow};
 
 use bytes::Bytes;
 use doozer_proto::{path, Glob};
-use redb::ReadableTable;
 
 use crate::error::{Result, StoreError};
 use crate::keys::{self, child_prefix, entry_name, path_key, prefix_end, skip_subtree};
-use crate::tables::{Bin, FileRec};
+use crate::mem::{FileVal, Mem};
 
-/// The tree as of one revision, over a `files` and an `undo` table of one transaction.
-pub(crate) struct View<'t, F, U> {
-    pub files: &'t F,
-    pub undo: &'t U,
+/// The tree as of one revision.
+pub(crate) struct View<'m> {
+    pub mem: &'m Mem,
     /// `None`: the current revision (undo records ignored); `Some(r)`: as of revision `r`.
     pub at: Option<u64>,
 }
-
-type Guard<'a> = (redb::AccessGuard<'a, Bin>, redb::AccessGuard<'a, Bin>);
 
 fn bounds<'a>(start: &'a [u8], end: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
     (
@@ -30,49 +26,25 @@ fn bounds<'a>(start: &'a [u8], end: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound
     )
 }
 
-/// Takes the next item of a peekable range, surfacing a storage error.
-fn peek_key(it: &mut std::iter::Peekable<redb::Range<'_, Bin, Bin>>) -> Result<Option<Vec<u8>>> {
-    match it.peek() {
-        None => Ok(None),
-        Some(Ok((k, _))) => Ok(Some(k.value().to_vec())),
-        Some(Err(_)) => match it.next() {
-            Some(Err(e)) => Err(e.into()),
-            _ => unreachable!("peeked an error"),
-        },
-    }
-}
-
-impl<'t, F, U> View<'t, F, U>
-where
-    F: ReadableTable<Bin, Bin>,
-    U: ReadableTable<Bin, Bin>,
-{
+impl View<'_> {
     /// The file at `key` (rev, body), if it exists at this view's revision.
-    pub fn file(&self, key: &[u8]) -> Result<Option<(i64, Bytes)>> {
+    pub fn file(&self, key: &[u8]) -> Option<(i64, Bytes)> {
         if let Some(at) = self.at {
-            let lo = keys::undo_key(key, at + 1);
-            let hi = keys::undo_key(key, u64::MAX);
-            if let Some(first) = self
-                .undo
-                .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
-                .next()
-            {
-                let (_, v) = first?;
-                return Ok(FileRec::decode_undo(v.value())?
-                    .filter(|r| r.rev as u64 <= at)
-                    .map(|r| (r.rev, Bytes::copy_from_slice(r.value))));
+            let k = Bytes::copy_from_slice(key);
+            let lo = (k.clone(), at + 1);
+            let hi = (k, u64::MAX);
+            if let Some((_, old)) = self.mem.undo.range(lo..=hi).next() {
+                return old
+                    .as_ref()
+                    .filter(|f| f.rev as u64 <= at)
+                    .map(|f| (f.rev, f.value.clone()));
             }
         }
-        match self.files.get(key)? {
-            Some(v) => {
-                let r = FileRec::decode(v.value())?;
-                if self.at.is_some_and(|at| r.rev as u64 > at) {
-                    return Ok(None); // created after `at`
-                }
-                Ok(Some((r.rev, Bytes::copy_from_slice(r.value))))
-            }
-            None => Ok(None),
+        let f = self.mem.files.get(key)?;
+        if self.at.is_some_and(|at| f.rev as u64 > at) {
+            return None; // created after `at`
         }
+        Some((f.rev, f.value.clone()))
     }
 
     /// Calls `f(key, rev, body)` for each file with a key in `[start, end)` existing at this
@@ -81,106 +53,85 @@ where
         &self,
         start: &[u8],
         end: Option<&[u8]>,
-        mut f: impl FnMut(&[u8], i64, &[u8]) -> ControlFlow<()>,
-    ) -> Result<()> {
+        mut f: impl FnMut(&[u8], i64, &Bytes) -> ControlFlow<()>,
+    ) {
+        let files = self.mem.files.range::<[u8], _>(bounds(start, end));
         let Some(at) = self.at else {
-            for item in self.files.range::<&[u8]>(bounds(start, end))? {
-                let (k, v) = item?;
-                let r = FileRec::decode(v.value())?;
-                if f(k.value(), r.rev, r.value).is_break() {
+            for (k, v) in files {
+                if f(k, v.rev, &v.value).is_break() {
                     break;
                 }
             }
-            return Ok(());
+            return;
         };
-        // Merge the current rows with the undo records, path by path.
-        let mut fi = self.files.range::<&[u8]>(bounds(start, end))?.peekable();
-        let mut ui = self.undo.range::<&[u8]>(bounds(start, end))?.peekable();
+        // Merge the current entries with the undo records, path by path.
+        let ulo = Bound::Included((Bytes::copy_from_slice(start), 0));
+        let uhi = end.map_or(Bound::Unbounded, |e| {
+            Bound::Excluded((Bytes::copy_from_slice(e), 0))
+        });
+        let mut fi = files.peekable();
+        let mut ui = self.mem.undo.range((ulo, uhi)).peekable();
         loop {
-            let fk = peek_key(&mut fi)?;
-            let uk = match peek_key(&mut ui)? {
-                Some(k) => Some(
-                    keys::split_undo_key(&k)
-                        .ok_or_else(|| StoreError::Corrupt("undo key".into()))?
-                        .0
-                        .to_vec(),
-                ),
-                None => None,
-            };
-            let p = match (&fk, &uk) {
-                (None, None) => return Ok(()),
-                (Some(a), None) => a.clone(),
-                (None, Some(b)) => b.clone(),
-                (Some(a), Some(b)) => a.min(b).clone(),
+            let p: Bytes = match (fi.peek(), ui.peek()) {
+                (None, None) => return,
+                (Some((a, _)), None) => (*a).clone(),
+                (None, Some(((b, _), _))) => b.clone(),
+                (Some((a, _)), Some(((b, _), _))) => (*a).min(b).clone(),
             };
             // The first undo record after `at` holds the path's state at `at`.
-            let mut old: Option<Option<(i64, Vec<u8>)>> = None;
-            while uk.is_some() {
-                let Some(item) = ui.peek() else { break };
-                let Ok((k, v)) = item else {
-                    return Err(ui.next().expect("peeked").err().expect("error").into());
-                };
-                let Some((kp, rev)) = keys::split_undo_key(k.value()) else {
-                    return Err(StoreError::Corrupt("undo key".into()));
-                };
-                if kp != p.as_slice() {
+            let mut old: Option<&Option<FileVal>> = None;
+            while let Some(((kp, rev), v)) = ui.peek() {
+                if *kp != p {
                     break;
                 }
-                if old.is_none() && rev > at {
-                    old = Some(FileRec::decode_undo(v.value())?.map(|r| (r.rev, r.value.to_vec())));
+                if old.is_none() && *rev > at {
+                    old = Some(*v);
                 }
                 ui.next();
             }
-            let cur: Option<Guard<'_>> = if fk.as_deref() == Some(p.as_slice()) {
-                Some(fi.next().expect("peeked")?)
-            } else {
-                None
+            let cur = match fi.peek() {
+                Some((k, _)) if **k == p => fi.next().map(|(_, v)| v),
+                _ => None,
             };
-            // A state whose rev is after `at` was created after `at` (see `tables`).
+            // A state whose rev is after `at` was created after `at` (see `mem`).
             let flow = match (old, cur) {
-                (Some(Some((rev, value))), _) if rev as u64 <= at => f(&p, rev, &value),
+                (Some(Some(o)), _) if o.rev as u64 <= at => f(&p, o.rev, &o.value),
                 (Some(_), _) | (None, None) => ControlFlow::Continue(()),
-                (None, Some((_, v))) => {
-                    let r = FileRec::decode(v.value())?;
-                    if r.rev as u64 <= at {
-                        f(&p, r.rev, r.value)
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                }
+                (None, Some(c)) if c.rev as u64 <= at => f(&p, c.rev, &c.value),
+                (None, Some(_)) => ControlFlow::Continue(()),
             };
             if flow.is_break() {
-                return Ok(());
+                return;
             }
         }
     }
 
     /// The first existing file in `[start, end)`: its key.
-    pub fn first_key(&self, start: &[u8], end: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+    pub fn first_key(&self, start: &[u8], end: Option<&[u8]>) -> Option<Vec<u8>> {
         let mut found = None;
         self.scan(start, end, |k, _, _| {
             found = Some(k.to_vec());
             ControlFlow::Break(())
-        })?;
-        Ok(found)
+        });
+        found
     }
 
     /// Whether `path` is a directory (the root always is).
-    pub fn is_dir(&self, path: &str) -> Result<bool> {
+    pub fn is_dir(&self, path: &str) -> bool {
         if path == "/" {
-            return Ok(true);
+            return true;
         }
         let pre = child_prefix(path);
-        Ok(self.first_key(&pre, prefix_end(&pre).as_deref())?.is_some())
+        self.first_key(&pre, prefix_end(&pre).as_deref()).is_some()
     }
 
     /// Calls `f(name)` for each entry of directory `path` in byte order, until it breaks.
     /// Each entry costs one seek: a directory's subtree is skipped in one step.
-    pub fn entries(&self, path: &str, mut f: impl FnMut(&[u8]) -> ControlFlow<()>) -> Result<()> {
+    pub fn entries(&self, path: &str, mut f: impl FnMut(&[u8]) -> ControlFlow<()>) {
         let pre = child_prefix(path);
         let end = prefix_end(&pre);
         let mut cursor = pre.clone();
-        while let Some(k) = self.first_key(&cursor, end.as_deref())? {
+        while let Some(k) = self.first_key(&cursor, end.as_deref()) {
             let name = entry_name(&pre, &k);
             if f(&name).is_break() {
                 break;
@@ -189,18 +140,17 @@ where
             entry.extend_from_slice(&name);
             cursor = skip_subtree(&entry);
         }
-        Ok(())
     }
 
     /// GET: the body and rev of a file; missing is `(empty, 0)`; a directory is ISDIR.
     pub fn get(&self, path: &str) -> Result<(Bytes, i64)> {
         path::validate(path)?;
         if path != "/" {
-            if let Some((rev, value)) = self.file(&path_key(path))? {
+            if let Some((rev, value)) = self.file(&path_key(path)) {
                 return Ok((value, rev));
             }
         }
-        if self.is_dir(path)? {
+        if self.is_dir(path) {
             return Err(StoreError::IsDir(path.to_owned()));
         }
         Ok((Bytes::new(), 0))
@@ -212,7 +162,7 @@ where
         if offset < 0 {
             return Err(StoreError::Range(offset));
         }
-        if path != "/" && self.file(&path_key(path))?.is_some() {
+        if path != "/" && self.file(&path_key(path)).is_some() {
             return Err(StoreError::NotDir(path.to_owned()));
         }
         let (mut n, mut found) = (0i32, None);
@@ -223,7 +173,7 @@ where
             }
             n += 1;
             ControlFlow::Continue(())
-        })?;
+        });
         match found {
             Some(name) => Ok(name),
             None if n == 0 && path != "/" => Err(StoreError::NoEnt(path.to_owned())),
@@ -238,7 +188,7 @@ where
             return Ok((0, 0));
         }
         if path != "/" {
-            if let Some((rev, value)) = self.file(&path_key(path))? {
+            if let Some((rev, value)) = self.file(&path_key(path)) {
                 return Ok((rev, i32::try_from(value.len()).unwrap_or(i32::MAX)));
             }
         }
@@ -246,7 +196,7 @@ where
         self.entries(path, |_| {
             n = n.saturating_add(1);
             ControlFlow::Continue(())
-        })?;
+        });
         if n == 0 && path != "/" {
             return Ok((0, 0));
         }
@@ -265,13 +215,13 @@ where
             let p = keys::key_path(k);
             if glob.matches(&p) {
                 if n == offset {
-                    found = Some((p, Bytes::copy_from_slice(value), rev));
+                    found = Some((p, value.clone(), rev));
                     return ControlFlow::Break(());
                 }
                 n += 1;
             }
             ControlFlow::Continue(())
-        })?;
+        });
         found.ok_or(StoreError::Range(offset))
     }
 }

@@ -24,12 +24,16 @@ use rand::{Rng, SeedableRng};
 
 const CHILD_DIR: &str = "DOOZER_STORE_CRASH_CHILD";
 const CHILD_FSIZE: &str = "DOOZER_STORE_CRASH_FSIZE";
+/// Set in a child under a file size limit: no checkpoints, so that the log grows to the limit.
+const CHILD_NO_CKPT: &str = "DOOZER_STORE_CRASH_NO_CKPT";
 
 fn opts() -> StoreOptions {
     StoreOptions {
         hist_revs: 300,
         retain_slots: 50,
         cache_bytes: 16 << 20,
+        // Checkpoints every few hundred revisions, so that kills land in them too.
+        checkpoint_revs: 400,
     }
 }
 
@@ -96,7 +100,11 @@ fn child(dir: &str) {
             assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
         }
     }
-    let store = Store::open(&store_path(Path::new(dir)), opts()).expect("child open");
+    let mut o = opts();
+    if std::env::var_os(CHILD_NO_CKPT).is_some() {
+        o.checkpoint_revs = u64::MAX;
+    }
+    let store = Store::open(&store_path(Path::new(dir)), o).expect("child open");
     let mut out = std::io::stdout().lock();
     loop {
         let first = store.applied_slot() + 1;
@@ -166,7 +174,7 @@ fn spawn(dir: &Path, fsize: Option<u64>) -> (Kid, mpsc::Receiver<String>) {
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
     if let Some(f) = fsize {
-        cmd.env(CHILD_FSIZE, f.to_string());
+        cmd.env(CHILD_FSIZE, f.to_string()).env(CHILD_NO_CKPT, "1");
     }
     let mut child = cmd.spawn().expect("spawn child");
     let stdout = child.stdout.take().unwrap();

@@ -83,7 +83,8 @@ fn export_install_round_trip() {
     assert_eq!(r, ApplyResult::Ok { rev: meta.rev + 1 });
     // Exporting the installed state gives the same bytes (files, ids, configs).
     let mut again = Vec::new();
-    let dst2 = open(tempfile::tempdir().unwrap().path(), 10);
+    let d3 = tempfile::tempdir().unwrap();
+    let dst2 = open(d3.path(), 10);
     dst2.install_snapshot(&mut buf.as_slice()).unwrap();
     dst2.export_snapshot(&mut again).unwrap();
     assert_eq!(again, buf);

@@ -1,0 +1,248 @@
+//! Checkpoints: the applied state written to a file beside the redb file, so that the
+//! decided slots before it can be dropped and a restart replays only the slots after it.
+//!
+//! A checkpoint is a snapshot stream ([`crate::snapshot`], with history and CRC) of one
+//! published state, written by a background thread to a temporary file, fsynced, renamed over
+//! `<store file>.ckpt`, and the directory fsynced. Only then does the next commit record its
+//! slot in the `state` table, which lets later commits drop the decided values at or below
+//! it. A crash at any point leaves either the old or the new file, and the decided slots
+//! after whichever it is. Renames happen under one lock and only move the file's slot
+//! forward, so a slow background checkpoint never replaces a newer one (an installed
+//! snapshot writes its checkpoint on the storage thread through the same path).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use doozer_paxos::Slot;
+use tracing::{info, warn};
+
+use crate::error::{Result, StoreError};
+use crate::mem::Mem;
+use crate::snapshot::{read_stream, write_stream, SNAPSHOT_FORMAT};
+use crate::store::Shared as State_;
+
+/// The checkpoint file of the store file at `store`.
+pub(crate) fn checkpoint_path(store: &Path) -> PathBuf {
+    let mut name = store.file_name().unwrap_or_default().to_os_string();
+    name.push(".ckpt");
+    store.with_file_name(name)
+}
+
+/// Reads the checkpoint at `path`: `None` if there is none.
+pub(crate) fn load(path: &Path) -> Result<Option<Mem>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::from_io(e)),
+    };
+    let (mem, _) = read_stream(&mut BufReader::with_capacity(1 << 20, f)).map_err(|e| match e {
+        StoreError::BadSnapshot(why) => {
+            StoreError::Corrupt(format!("checkpoint {}: {why}", path.display()))
+        }
+        other => other,
+    })?;
+    Ok(Some(mem))
+}
+
+/// Removes temporary files a crash left behind.
+pub(crate) fn remove_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let mut prefix = name.to_os_string();
+    prefix.push(".tmp");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+struct State {
+    /// A checkpoint written but not yet recorded by a commit: (slot, rev).
+    done: Option<(Slot, i64)>,
+    /// The slot of the file now at the checkpoint path.
+    file_slot: Slot,
+    /// The revision the last checkpoint was started at.
+    started_rev: i64,
+    /// (slot, rev) of the file the last successful write renamed into place.
+    done_meta: Option<(Slot, i64)>,
+}
+
+struct Ckpt {
+    path: PathBuf,
+    cancel: AtomicBool,
+    state: Mutex<State>,
+    tmp_seq: AtomicU64,
+}
+
+/// Starts, tracks and stops the background checkpoint.
+pub(crate) struct Checkpointer {
+    shared: Arc<Ckpt>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Revisions between checkpoints (at least the number of files).
+    every: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ckpt {
+    /// Writes `mem` to a temporary file and renames it over the checkpoint unless a newer one
+    /// is there already.
+    fn write(&self, sh: &State_, cancel: bool) -> Result<bool> {
+        let mut tmp = self.path.file_name().unwrap_or_default().to_os_string();
+        tmp.push(format!(
+            ".tmp.{}.{}",
+            std::process::id(),
+            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = self.path.with_file_name(tmp);
+        let result = (|| {
+            let f = File::create(&tmp).map_err(StoreError::from_io)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let flag = cancel.then_some(&self.cancel);
+            let meta = write_stream(sh, &mut w, SNAPSHOT_FORMAT, flag)?;
+            let f = w
+                .into_inner()
+                .map_err(|e| StoreError::from_io(e.into_error()))?;
+            f.sync_all().map_err(StoreError::from_io)?;
+            let mut st = lock(&self.state);
+            if st.file_slot > meta.slot || (st.file_slot == meta.slot && self.path.exists()) {
+                return Ok(false);
+            }
+            std::fs::rename(&tmp, &self.path).map_err(StoreError::from_io)?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(StoreError::from_io)?;
+            }
+            st.file_slot = meta.slot;
+            st.done_meta = Some((meta.slot, meta.rev));
+            Ok(true)
+        })();
+        if !matches!(result, Ok(true)) {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+impl Checkpointer {
+    pub fn new(store: &Path, file_slot: Slot, started_rev: i64, every: u64) -> Checkpointer {
+        Checkpointer {
+            shared: Arc::new(Ckpt {
+                path: checkpoint_path(store),
+                cancel: AtomicBool::new(false),
+                state: Mutex::new(State {
+                    done: None,
+                    file_slot,
+                    started_rev,
+                    done_meta: None,
+                }),
+                tmp_seq: AtomicU64::new(0),
+            }),
+            thread: Mutex::new(None),
+            every,
+        }
+    }
+
+    /// A checkpoint written since the last commit that recorded one.
+    pub fn done(&self) -> Option<(Slot, i64)> {
+        lock(&self.shared.state).done
+    }
+
+    /// A commit recorded the checkpoint of `slot`.
+    pub fn recorded(&self, slot: Slot) {
+        let mut st = lock(&self.shared.state);
+        if st.done.is_some_and(|(s, _)| s <= slot) {
+            st.done = None;
+        }
+    }
+
+    /// Writes a checkpoint of `sh` now, on this thread (an installed snapshot: the decided
+    /// slots before it are not in the log).
+    pub fn write_now(&self, sh: &State_) -> Result<()> {
+        self.shared.write(sh, false)?;
+        let mut st = lock(&self.shared.state);
+        st.started_rev = st.started_rev.max(sh.visible_rev());
+        st.done = None;
+        Ok(())
+    }
+
+    /// Starts a background checkpoint of the visible state of `sh` if enough revisions were
+    /// applied since the last one (`recorded_rev`) and none is running.
+    pub fn maybe_start(&self, sh: &Arc<State_>, recorded_rev: i64) {
+        let mut thread = lock(&self.thread);
+        if thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        if let Some(t) = thread.take() {
+            let _ = t.join();
+        }
+        {
+            let (rev, applied, files) = {
+                let mem = sh.read();
+                (mem.rev, mem.applied, mem.files.len() as u64)
+            };
+            let mut st = lock(&self.shared.state);
+            let every = self.every.max(files).min(i64::MAX as u64) as i64;
+            if rev - recorded_rev.max(st.started_rev) < every
+                || applied <= st.file_slot
+                || st.done.is_some()
+            {
+                return;
+            }
+            st.started_rev = rev;
+        }
+        let (shared, sh) = (self.shared.clone(), sh.clone());
+        let spawned = std::thread::Builder::new()
+            .name("doozer-checkpoint".into())
+            .spawn(move || {
+                let t0 = std::time::Instant::now();
+                match shared.write(&sh, true) {
+                    Ok(true) => {
+                        let mut st = lock(&shared.state);
+                        st.done = st.done_meta;
+                        if let Some((slot, rev)) = st.done {
+                            info!(
+                                slot,
+                                rev,
+                                ms = t0.elapsed().as_millis() as u64,
+                                "checkpoint written"
+                            );
+                        }
+                    }
+                    Ok(false) | Err(StoreError::Cancelled) | Err(StoreError::Replaced) => {}
+                    Err(e) => {
+                        warn!(error = %e, "checkpoint failed; the log is kept until the next one")
+                    }
+                }
+            });
+        match spawned {
+            Ok(t) => *thread = Some(t),
+            Err(e) => warn!(error = %e, "cannot start a checkpoint thread"),
+        }
+    }
+
+    /// Stops a running checkpoint and waits for its thread.
+    pub fn stop(&self) {
+        self.shared.cancel.store(true, Ordering::Relaxed);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
