@@ -142,46 +142,40 @@ impl Tree<'_> {
         rev: i64,
     ) -> std::result::Result<bool, Failure> {
         const MISMATCH: Failure = (ErrCode::RevMismatch, "rev mismatch");
-        let old = self.mem.files.get(&key[..]).cloned();
-        match old {
-            Some(old) => {
-                if !allowed(cas, old.rev) {
-                    return Err(MISMATCH);
-                }
-                match value {
-                    Some(v) => {
-                        let new = FileVal {
-                            rev,
-                            value: v.clone(),
-                        };
-                        self.mem.files.insert(key.clone(), new);
-                    }
-                    None => {
-                        self.mem.files.remove(&key[..]);
-                    }
-                }
-                self.mem.undo.insert((key.clone(), rev as u64), Some(old));
-                Ok(true)
+        use std::collections::btree_map::Entry;
+        // One search for the common case, a change of an existing file.
+        if let Entry::Occupied(mut e) = self.mem.files.entry(key.clone()) {
+            if !allowed(cas, e.get().rev) {
+                return Err(MISMATCH);
             }
-            None => {
-                if let Some(f) = self.check_place(path, key) {
-                    return Err(f);
-                }
-                if !allowed(cas, doozer_proto::msg::REV_MISSING) {
-                    return Err(MISMATCH);
-                }
-                // A created file needs no undo record; a delete of a missing file changes
-                // nothing.
-                if let Some(v) = value {
-                    let new = FileVal {
+            let old = match value {
+                Some(v) => std::mem::replace(
+                    e.get_mut(),
+                    FileVal {
                         rev,
                         value: v.clone(),
-                    };
-                    self.mem.files.insert(key.clone(), new);
-                }
-                Ok(false)
-            }
+                    },
+                ),
+                None => e.remove(),
+            };
+            self.mem.undo.insert((key.clone(), rev as u64), Some(old));
+            return Ok(true);
         }
+        if let Some(f) = self.check_place(path, key) {
+            return Err(f);
+        }
+        if !allowed(cas, doozer_proto::msg::REV_MISSING) {
+            return Err(MISMATCH);
+        }
+        // A created file needs no undo record; a delete of a missing file changes nothing.
+        if let Some(v) = value {
+            let new = FileVal {
+                rev,
+                value: v.clone(),
+            };
+            self.mem.files.insert(key.clone(), new);
+        }
+        Ok(false)
     }
 
     /// Applies one command at revision `rev`, or answers a duplicate (which takes no

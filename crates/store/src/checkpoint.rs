@@ -194,12 +194,15 @@ impl Checkpointer {
             let _ = t.join();
         }
         {
-            let (rev, applied, files) = {
+            // A checkpoint waits for at least as many revisions as it has files and undo
+            // records, so that writing it costs about what the log it lets go did.
+            let (rev, applied, items) = {
                 let mem = sh.read();
-                (mem.rev, mem.applied, mem.files.len() as u64)
+                let items = mem.files.len() + mem.undo.len();
+                (mem.rev, mem.applied, items as u64)
             };
             let mut st = lock(&self.shared.state);
-            let every = self.every.max(files).min(i64::MAX as u64) as i64;
+            let every = self.every.max(items).min(i64::MAX as u64) as i64;
             if rev - recorded_rev.max(st.started_rev) < every
                 || applied <= st.file_slot
                 || st.done.is_some()

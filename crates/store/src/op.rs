@@ -110,9 +110,9 @@ pub struct StoreOptions {
     pub retain_slots: u64,
     /// Upper bound of redb's page cache in bytes (filled only as pages are read).
     pub cache_bytes: usize,
-    /// Revisions applied between two checkpoints of the tree; a checkpoint waits for at
-    /// least as many revisions as there are files, so that writing it costs no more than
-    /// the log it lets go. Bounds the decided slots a restart replays.
+    /// Revisions applied between two checkpoints of the tree; a checkpoint also waits for at
+    /// least as many revisions as it has files and undo records, so that writing it costs
+    /// about what the log it lets go did. Bounds the decided slots a restart replays.
     pub checkpoint_revs: u64,
 }
 
@@ -122,7 +122,7 @@ impl Default for StoreOptions {
             hist_revs: 100_000,
             retain_slots: 10_000,
             cache_bytes: 1 << 30,
-            checkpoint_revs: 100_000,
+            checkpoint_revs: 250_000,
         }
     }
 }
