@@ -74,14 +74,29 @@ fn ops_for(slot: u64) -> Vec<Op> {
     ops
 }
 
-fn value_for(slot: u64) -> Value {
-    let cmds = ops_for(slot)
-        .iter()
+/// The commands of slot `slot` as (seq, op): its `ops_for`, and now and then a command of an
+/// earlier slot sent again (a duplicate, answered without a revision; the original may lie
+/// before the checkpoint a restart starts from).
+fn cmds_for(slot: u64) -> Vec<(u64, Op)> {
+    let mut cmds: Vec<(u64, Op)> = ops_for(slot)
+        .into_iter()
         .enumerate()
-        .map(|(j, op)| Command {
+        .map(|(j, op)| (slot * 100 + j as u64, op))
+        .collect();
+    if slot % 11 == 0 && slot > 30 {
+        let old = slot - 30;
+        cmds.insert(0, (old * 100, ops_for(old).swap_remove(0)));
+    }
+    cmds
+}
+
+fn value_for(slot: u64) -> Value {
+    let cmds = cmds_for(slot)
+        .iter()
+        .map(|(seq, op)| Command {
             id: CommandId {
                 node: NodeId(77),
-                seq: slot * 100 + j as u64,
+                seq: *seq,
             },
             data: encode_op(op),
         })
@@ -265,12 +280,16 @@ impl Seen {
     }
 }
 
-/// The files a plain replay of slots `1..=slot` of `ops_for` leaves (path -> rev, body).
+/// The files a plain replay of slots `1..=slot` of `cmds_for` leaves (path -> rev, body).
 fn model(slot: Slot) -> (i64, BTreeMap<String, (i64, Bytes)>) {
     let mut tree = BTreeMap::new();
     let mut rev = 0;
+    let mut seen = std::collections::HashSet::new();
     for s in 1..=slot {
-        for op in ops_for(s) {
+        for (seq, op) in cmds_for(s) {
+            if !seen.insert(seq) {
+                continue;
+            }
             rev += 1;
             match op {
                 Op::Set {
@@ -602,10 +621,12 @@ fn a_damaged_or_missing_checkpoint_is_an_error() {
     // An older checkpoint than the recorded one: the log it needs is gone.
     std::fs::write(&ckpt, &old).unwrap();
     corrupt(open_err(&path), "older checkpoint", "missing");
-    // None of this changed anything.
+    // None of this changed anything. A temporary file a crashed checkpoint left is removed.
     std::fs::write(&ckpt, &good).unwrap();
+    std::fs::write(dir.path().join("doozer.redb.ckpt.tmp.1.2"), &good[..100]).unwrap();
     let s = Store::open(&path, opts(50)).unwrap();
     Seen::of(&s).assert_same(&before, "the good checkpoint back");
+    assert_eq!(file_names(dir.path()), ["doozer.redb", "doozer.redb.ckpt"]);
 }
 
 /// The state of `/p/...` files over revisions, built from the ops as they are chosen.
@@ -852,4 +873,51 @@ fn a_resend_beyond_the_dedup_window_replays_as_it_applied() {
     let s = Store::open(&path, opts(u64::MAX)).expect("reopen replays every slot");
     assert_eq!((s.rev(), s.applied_slot()), (rev + 1, slot));
     assert_eq!(s.get("/x", None).unwrap().1, rev + 1);
+}
+
+/// An installed snapshot's checkpoint is never replaced by a background checkpoint of the
+/// state before it, which may still be running when the install renames its file.
+#[test]
+fn an_install_during_a_background_checkpoint_keeps_its_checkpoint() {
+    let (da, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open(&store_path(da.path()), opts(50)).unwrap();
+    commit_slots(&a, 1, 100);
+    let mut snap = Vec::new();
+    let meta = a.export_snapshot(&mut snap).unwrap();
+    let seen_a = Seen::of(&a);
+    for round in 0..4u64 {
+        let path = store_path(dir.path());
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(ckpt_path(dir.path()));
+        let b = Store::open(&path, opts(50)).unwrap();
+        // Enough files that writing their checkpoint takes a while; the commit that brings
+        // them starts one.
+        let bulk = |slot: u64| {
+            let cmds = (0..15_000u64)
+                .map(|k| Command {
+                    id: CommandId {
+                        node: NodeId(8),
+                        seq: slot * 100_000 + k,
+                    },
+                    data: encode_op(&set(&format!("/bulk/{}/{k}", k % 50), -1, "body")),
+                })
+                .collect();
+            b.commit(Batch {
+                records: vec![],
+                decided: vec![(slot, Value::Batch(cmds))],
+            })
+            .unwrap();
+        };
+        bulk(1);
+        if round % 2 == 1 {
+            // Let it get further first.
+            std::thread::sleep(Duration::from_millis(5 * round));
+        }
+        assert_eq!(b.install_snapshot(&mut snap.as_slice()).unwrap(), meta);
+        drop(b);
+        let file = std::fs::read(ckpt_path(dir.path())).unwrap();
+        assert_eq!(stream_meta(&file), meta, "round {round}");
+        let b = Store::open(&path, opts(50)).unwrap();
+        Seen::of(&b).assert_same(&seen_a, &format!("round {round}"));
+    }
 }
