@@ -27,7 +27,6 @@ fn opts(checkpoint_revs: u64) -> StoreOptions {
     StoreOptions {
         hist_revs: 100_000,
         retain_slots: RETAIN,
-        cache_bytes: 16 << 20,
         checkpoint_revs,
         ..StoreOptions::default()
     }
@@ -733,7 +732,6 @@ fn exports_during_commits_are_the_state_at_their_revision() {
             // History (with over 2048 undo records) trimmed while exports read through it.
             hist_revs: HIST,
             retain_slots: RETAIN,
-            cache_bytes: 16 << 20,
             // Checkpoints (exports too) now and then.
             checkpoint_revs: 400,
             ..StoreOptions::default()
@@ -920,4 +918,153 @@ fn an_install_during_a_background_checkpoint_keeps_its_checkpoint() {
         let b = Store::open(&path, opts(50)).unwrap();
         Seen::of(&b).assert_same(&seen_a, &format!("round {round}"));
     }
+}
+
+const INSTALL_CHILD: &str = "DOOZER_STORE_INSTALL_CRASH_CHILD";
+
+/// The child of `sigkill_during_installs_loses_nothing`: advances a source store (`src.redb`)
+/// and installs its snapshots into the store under test, now and then committing slots to it
+/// directly; prints `installed <slot>` / `done <slot>` once each returned.
+fn install_child(dir: &Path) {
+    use std::io::Write;
+    let src = Store::open(&dir.join("src.redb"), opts(50)).expect("child open src");
+    let dst = Store::open(&store_path(dir), opts(50)).expect("child open dst");
+    let mut out = std::io::stdout().lock();
+    for i in 0u64.. {
+        // One commit: most of the time goes to installs.
+        let target = src.applied_slot().max(dst.applied_slot()) + 3;
+        src.commit(Batch {
+            records: vec![],
+            decided: (src.applied_slot() + 1..=target)
+                .map(|s| (s, value_for(s)))
+                .collect(),
+        })
+        .unwrap();
+        if i % 8 == 7 {
+            let last = dst.applied_slot() + 3;
+            commit_slots(&dst, dst.applied_slot() + 1, last);
+            writeln!(out, "done {last}").unwrap();
+        } else {
+            let mut buf = Vec::new();
+            src.export_snapshot(&mut buf).unwrap();
+            let meta = dst.install_snapshot(&mut buf.as_slice()).unwrap();
+            writeln!(out, "installed {}", meta.slot).unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
+
+/// Entry point of the child process; does nothing in a normal test run.
+#[test]
+fn install_crash_child_entry() {
+    if let Some(dir) = std::env::var_os(INSTALL_CHILD) {
+        install_child(Path::new(&dir));
+    }
+}
+
+struct Kid(std::process::Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGKILLs a process that installs snapshots at random moments (some land between an
+/// install's checkpoint rename and its commit); every reopen must find the last reported
+/// state or a later one, complete an interrupted install, and match the replay model.
+/// `CRASH_RUNS` sets the number of kills (default 20; about one in ten lands in that window),
+/// `SEED` the kill times.
+#[test]
+fn sigkill_during_installs_loses_nothing() {
+    use rand::{Rng, SeedableRng};
+    use std::io::BufRead;
+    let runs: u32 = std::env::var("CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x1257);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut applied, mut adopted) = (0, 0);
+    for run in 0..runs {
+        let mut kid = Kid(Proc::new(std::env::current_exe().unwrap())
+            .args([
+                "install_crash_child_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(INSTALL_CHILD, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = kid.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let slot = line
+                    .strip_prefix("done ")
+                    .or_else(|| line.strip_prefix("installed "))
+                    .and_then(|n| n.parse::<u64>().ok());
+                if let Some(s) = slot {
+                    if tx.send(s).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut reported = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child reported nothing");
+        let kill_at = Instant::now() + Duration::from_micros(rng.gen_range(0..100_000));
+        while let Some(left) = kill_at.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(s) => reported = reported.max(s),
+                Err(_) => break,
+            }
+        }
+        kid.0.kill().unwrap();
+        kid.0.wait().unwrap();
+        reported = rx.iter().fold(reported, u64::max);
+
+        // An install that renamed its checkpoint and was killed before its commit?
+        let log = read_log(dir.path());
+        let file_slot = std::fs::read(ckpt_path(dir.path()))
+            .ok()
+            .map(|f| stream_meta(&f).slot);
+        let interrupted = file_slot.is_some_and(|f| f > log.applied);
+        let s = Store::open(&store_path(dir.path()), opts(50))
+            .unwrap_or_else(|e| panic!("run {run}: reopen: {e:?}"));
+        let now = s.applied_slot();
+        assert!(now >= reported, "run {run}: reported {reported}, has {now}");
+        assert!(
+            now >= applied,
+            "run {run}: went back from {applied} to {now}"
+        );
+        assert_matches_model(&s);
+        assert_eq!(s.load_engine_state(3).unwrap().applied, now);
+        if interrupted {
+            // Completed, for good.
+            adopted += 1;
+            assert_eq!(Some(now), file_slot, "run {run}");
+            let seen = Seen::of(&s);
+            drop(s);
+            let s = Store::open(&store_path(dir.path()), opts(50)).unwrap();
+            Seen::of(&s).assert_same(&seen, &format!("run {run}: reopened again"));
+        }
+        let src = Store::open(&dir.path().join("src.redb"), opts(50)).unwrap();
+        assert_matches_model(&src);
+        applied = now;
+    }
+    eprintln!("{runs} kills, slot {applied}, {adopted} interrupted installs completed");
+    assert!(applied > 0);
 }
