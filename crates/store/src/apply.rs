@@ -124,7 +124,7 @@ impl Tree<'_> {
             return Some((ErrCode::IsDir, "is a directory"));
         }
         for (i, &b) in key.iter().enumerate().skip(1) {
-            if b == 0x01 && self.mem.files.contains_key(&key[..i]) {
+            if b == 0x01 && self.mem.has_file(&key[..i]) {
                 return Some((ErrCode::NotDir, "not a directory"));
             }
         }
@@ -142,23 +142,22 @@ impl Tree<'_> {
         rev: i64,
     ) -> std::result::Result<bool, Failure> {
         const MISMATCH: Failure = (ErrCode::RevMismatch, "rev mismatch");
-        use std::collections::btree_map::Entry;
-        // One search for the common case, a change of an existing file.
-        if let Entry::Occupied(mut e) = self.mem.files.entry(key.clone()) {
-            if !allowed(cas, e.get().rev) {
+        // One hash look-up for the common case, a change of an existing file.
+        if let Some(cur) = self.mem.file(key) {
+            if !allowed(cas, cur.rev) {
                 return Err(MISMATCH);
             }
             let old = match value {
-                Some(v) => std::mem::replace(
-                    e.get_mut(),
-                    FileVal {
+                Some(v) => {
+                    let new = FileVal {
                         rev,
                         value: v.clone(),
-                    },
-                ),
-                None => e.remove(),
+                    };
+                    self.mem.replace_file(key, new)
+                }
+                None => self.mem.remove_file(key),
             };
-            self.mem.undo.insert((key.clone(), rev as u64), Some(old));
+            self.mem.push_undo(key.clone(), rev as u64, old);
             return Ok(true);
         }
         if let Some(f) = self.check_place(path, key) {
@@ -173,7 +172,7 @@ impl Tree<'_> {
                 rev,
                 value: v.clone(),
             };
-            self.mem.files.insert(key.clone(), new);
+            self.mem.create_file(key.clone(), new);
         }
         Ok(false)
     }
@@ -302,8 +301,8 @@ impl Tree<'_> {
                 .filter(|(_, e)| e.flags & HAS_UNDO != 0)
                 .map(|(r, e)| (e.pkey.clone(), *r))
                 .collect();
-            for k in dead {
-                self.mem.undo.remove(&k);
+            for (k, r) in dead {
+                self.mem.drop_undo(&k, r);
             }
             self.mem.floor = floor;
         }

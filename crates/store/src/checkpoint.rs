@@ -198,7 +198,7 @@ impl Checkpointer {
             // records, so that writing it costs about what the log it lets go did.
             let (rev, applied, items) = {
                 let mem = sh.read();
-                let items = mem.files.len() + mem.undo.len();
+                let items = mem.files_len() + mem.undo_len();
                 (mem.rev, mem.applied, items as u64)
             };
             let mut st = lock(&self.shared.state);

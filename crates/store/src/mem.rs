@@ -21,7 +21,8 @@
 use bytes::Bytes;
 use doozer_paxos::{CommandId, Config, Slot};
 use doozer_proto::ErrCode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 
 /// A file: its revision and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +56,20 @@ impl RevRec {
 pub(crate) type UndoKey = (Bytes, u64);
 
 /// The applied state: the writer's, possibly ahead of what readers see.
+///
+/// Files and undo records are found by hash (a change of an existing file, the common
+/// write, costs one hash look-up and no ordered search); `keys` orders every path that has a
+/// file or undo records, for listings and scans.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Mem {
     /// Path key -> file.
-    pub files: BTreeMap<Bytes, FileVal>,
-    /// (path key, rev) -> the file before the change at rev (`None`: it was missing).
-    pub undo: BTreeMap<UndoKey, Option<FileVal>>,
+    files: HashMap<Bytes, FileVal>,
+    /// Path key -> (rev, the file before the change at rev; `None`: it was missing), in
+    /// increasing rev.
+    undo: HashMap<Bytes, VecDeque<(u64, Option<FileVal>)>>,
+    /// Every key of `files` and `undo`, in order.
+    keys: BTreeSet<Bytes>,
+    undo_count: usize,
     /// rev -> what took it, for every revision above `min(floor, rev - dedup window)`.
     pub revs: BTreeMap<u64, RevRec>,
     /// The last applied revision.
@@ -76,4 +85,123 @@ pub(crate) struct Mem {
     /// Counts installed snapshots: a long read that sees it change started on a state
     /// that is gone.
     pub generation: u64,
+}
+
+impl Mem {
+    pub fn files_len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn undo_len(&self) -> usize {
+        self.undo_count
+    }
+
+    pub fn has_file(&self, key: &[u8]) -> bool {
+        self.files.contains_key(key)
+    }
+
+    /// The file at `key` as of revision `at` (`None`: the current one).
+    pub fn file_at(&self, key: &[u8], at: Option<u64>) -> Option<&FileVal> {
+        if let Some(at) = at {
+            if let Some(d) = self.undo.get(key) {
+                // The first undo record after `at` holds the path's state at `at`; a state
+                // whose rev is after `at` was created after `at`.
+                let i = d.partition_point(|(r, _)| *r <= at);
+                if let Some((_, old)) = d.get(i) {
+                    return old.as_ref().filter(|f| f.rev as u64 <= at);
+                }
+            }
+        }
+        let f = self.files.get(key)?;
+        if at.is_some_and(|at| f.rev as u64 > at) {
+            return None; // created after `at`
+        }
+        Some(f)
+    }
+
+    /// Keys (of files and of paths with history) in `[start, end)`, in order.
+    pub fn keys_in<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let hi = end.map_or(Bound::Unbounded, Bound::Excluded);
+        self.keys.range::<[u8], _>((Bound::Included(start), hi))
+    }
+
+    /// Keys after `after` (all if `None`), in order.
+    pub fn keys_after<'a>(
+        &'a self,
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let lo = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.keys.range::<[u8], _>((lo, Bound::Unbounded))
+    }
+
+    /// The undo records of `key`, in increasing rev.
+    pub fn undo_of(&self, key: &[u8]) -> impl Iterator<Item = &(u64, Option<FileVal>)> {
+        self.undo.get(key).into_iter().flatten()
+    }
+
+    /// Replaces the file at `key` if it exists: returns the old one.
+    pub fn replace_file(&mut self, key: &[u8], new: FileVal) -> Option<FileVal> {
+        self.files.get_mut(key).map(|f| std::mem::replace(f, new))
+    }
+
+    /// The current file at `key`.
+    pub fn file(&self, key: &[u8]) -> Option<&FileVal> {
+        self.files.get(key)
+    }
+
+    /// Creates the file at `key` (which has none).
+    pub fn create_file(&mut self, key: Bytes, f: FileVal) {
+        if !self.undo.contains_key(&key) {
+            self.keys.insert(key.clone());
+        }
+        self.files.insert(key, f);
+    }
+
+    /// Removes the file at `key`; the key stays ordered while it has undo records.
+    pub fn remove_file(&mut self, key: &[u8]) -> Option<FileVal> {
+        let old = self.files.remove(key)?;
+        if !self.undo.contains_key(key) {
+            self.keys.remove(key);
+        }
+        Some(old)
+    }
+
+    /// Records the state of `key` before the change at `rev` (revs arrive in increasing
+    /// order per key). False if the key already has a record at or after `rev`.
+    pub fn push_undo(&mut self, key: Bytes, rev: u64, old: Option<FileVal>) -> bool {
+        if !self.files.contains_key(&key) && !self.undo.contains_key(&key) {
+            self.keys.insert(key.clone());
+        }
+        let d = self.undo.entry(key).or_default();
+        if d.back().is_some_and(|(r, _)| *r >= rev) {
+            return false;
+        }
+        d.push_back((rev, old));
+        self.undo_count += 1;
+        true
+    }
+
+    /// Drops the undo record of `key` at `rev`.
+    pub fn drop_undo(&mut self, key: &[u8], rev: u64) {
+        let Some(d) = self.undo.get_mut(key) else {
+            return;
+        };
+        let before = d.len();
+        if d.front().is_some_and(|(r, _)| *r == rev) {
+            d.pop_front();
+        } else {
+            d.retain(|(r, _)| *r != rev);
+        }
+        self.undo_count -= before - d.len();
+        if d.is_empty() {
+            self.undo.remove(key);
+            if !self.files.contains_key(key) {
+                self.keys.remove(key);
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@
 //! remembered ids, no history) is still installed: history then starts at its revision.
 
 use std::io::{self, Read, Write};
-use std::ops::{Bound, ControlFlow};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -329,29 +329,28 @@ pub(crate) fn write_stream(
     if history {
         // Undo records of the revisions in (floor, rev]: later ones belong to changes after
         // the exported state.
-        let mut after: Option<UndoKey> = None;
+        let mut after: Option<Bytes> = None;
         loop {
             let mut chunk: Vec<(UndoKey, Option<FileVal>)> = Vec::with_capacity(CHUNK_ITEMS);
+            let mut last_key = None;
             locked(&mut |mem| {
-                let lo = match &after {
-                    Some(k) => Bound::Excluded(k.clone()),
-                    None => Bound::Unbounded,
-                };
-                chunk.extend(
-                    mem.undo
-                        .range((lo, Bound::Unbounded))
-                        .take(CHUNK_ITEMS)
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
+                for k in mem.keys_after(after.as_deref()) {
+                    last_key = Some(k.clone());
+                    chunk.extend(
+                        mem.undo_of(k)
+                            .filter(|(r, _)| *r as i64 > floor && *r as i64 <= rev)
+                            .map(|(r, v)| ((k.clone(), *r), v.clone())),
+                    );
+                    if chunk.len() >= CHUNK_ITEMS {
+                        break;
+                    }
+                }
             })?;
-            let Some((last, _)) = chunk.last() else {
+            let Some(last) = last_key else {
                 break;
             };
-            after = Some(last.clone());
+            after = Some(last);
             for ((pkey, r), prior) in chunk {
-                if r as i64 <= floor || r as i64 > rev {
-                    continue;
-                }
                 w.item(&Item::Undo {
                     path: key_path(&pkey),
                     rev: r as i64,
@@ -433,13 +432,8 @@ pub(crate) fn read_stream(inp: &mut impl Read) -> Result<(Mem, u64)> {
     } else {
         rev
     };
-    let mut mem = Mem {
-        rev,
-        floor,
-        applied,
-        config,
-        ..Mem::default()
-    };
+    let mut mem = Mem::default();
+    (mem.rev, mem.floor, mem.applied, mem.config) = (rev, floor, applied, config);
     let files = fill(&mut mem, &mut r, version)?;
     Ok((mem, files))
 }
@@ -470,11 +464,11 @@ fn fill<R: Read>(mem: &mut Mem, r: &mut Reader_<'_, R>, version: u64) -> Result<
                 }
                 // A file under a file would make the tree inconsistent.
                 for (i, &b) in key.iter().enumerate().skip(1) {
-                    if b == 0x01 && mem.files.contains_key(&key[..i]) {
+                    if b == 0x01 && mem.has_file(&key[..i]) {
                         return Err(StoreError::BadSnapshot(format!("{path} lies under a file")));
                     }
                 }
-                mem.files.insert(key.clone(), FileVal { rev, value });
+                mem.create_file(key.clone(), FileVal { rev, value });
                 last_file = Some(key);
                 files += 1;
             }
@@ -539,7 +533,7 @@ fn fill<R: Read>(mem: &mut Mem, r: &mut Reader_<'_, R>, version: u64) -> Result<
                 }
                 let prior = prior.map(|(rev, value)| FileVal { rev, value });
                 let key = (Bytes::from(path_key(&path)), rev as u64);
-                if mem.undo.insert(key, prior).is_some() {
+                if !mem.push_undo(key.0, key.1, prior) {
                     return Err(StoreError::BadSnapshot(format!(
                         "two undo records of {path} at revision {rev}"
                     )));

@@ -3,14 +3,14 @@
 //! The verbs (GET, GETDIR, STAT, WALK) are written once against [`View`], which answers "the
 //! file at this key" and "files in this key range, in order" at its revision.
 
-use std::ops::{Bound, ControlFlow};
+use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use doozer_proto::{path, Glob};
 
 use crate::error::{Result, StoreError};
 use crate::keys::{self, child_prefix, entry_name, path_key, prefix_end, skip_subtree};
-use crate::mem::{FileVal, Mem};
+use crate::mem::Mem;
 
 /// The tree as of one revision.
 pub(crate) struct View<'m> {
@@ -19,32 +19,12 @@ pub(crate) struct View<'m> {
     pub at: Option<u64>,
 }
 
-fn bounds<'a>(start: &'a [u8], end: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-    (
-        Bound::Included(start),
-        end.map_or(Bound::Unbounded, Bound::Excluded),
-    )
-}
-
 impl View<'_> {
     /// The file at `key` (rev, body), if it exists at this view's revision.
     pub fn file(&self, key: &[u8]) -> Option<(i64, Bytes)> {
-        if let Some(at) = self.at {
-            let k = Bytes::copy_from_slice(key);
-            let lo = (k.clone(), at + 1);
-            let hi = (k, u64::MAX);
-            if let Some((_, old)) = self.mem.undo.range(lo..=hi).next() {
-                return old
-                    .as_ref()
-                    .filter(|f| f.rev as u64 <= at)
-                    .map(|f| (f.rev, f.value.clone()));
-            }
-        }
-        let f = self.mem.files.get(key)?;
-        if self.at.is_some_and(|at| f.rev as u64 > at) {
-            return None; // created after `at`
-        }
-        Some((f.rev, f.value.clone()))
+        self.mem
+            .file_at(key, self.at)
+            .map(|f| (f.rev, f.value.clone()))
     }
 
     /// Calls `f(key, rev, body)` for each file with a key in `[start, end)` existing at this
@@ -55,53 +35,11 @@ impl View<'_> {
         end: Option<&[u8]>,
         mut f: impl FnMut(&[u8], i64, &Bytes) -> ControlFlow<()>,
     ) {
-        let files = self.mem.files.range::<[u8], _>(bounds(start, end));
-        let Some(at) = self.at else {
-            for (k, v) in files {
-                if f(k, v.rev, &v.value).is_break() {
+        for k in self.mem.keys_in(start, end) {
+            if let Some(file) = self.mem.file_at(k, self.at) {
+                if f(k, file.rev, &file.value).is_break() {
                     break;
                 }
-            }
-            return;
-        };
-        // Merge the current entries with the undo records, path by path.
-        let ulo = Bound::Included((Bytes::copy_from_slice(start), 0));
-        let uhi = end.map_or(Bound::Unbounded, |e| {
-            Bound::Excluded((Bytes::copy_from_slice(e), 0))
-        });
-        let mut fi = files.peekable();
-        let mut ui = self.mem.undo.range((ulo, uhi)).peekable();
-        loop {
-            let p: Bytes = match (fi.peek(), ui.peek()) {
-                (None, None) => return,
-                (Some((a, _)), None) => (*a).clone(),
-                (None, Some(((b, _), _))) => b.clone(),
-                (Some((a, _)), Some(((b, _), _))) => (*a).min(b).clone(),
-            };
-            // The first undo record after `at` holds the path's state at `at`.
-            let mut old: Option<&Option<FileVal>> = None;
-            while let Some(((kp, rev), v)) = ui.peek() {
-                if *kp != p {
-                    break;
-                }
-                if old.is_none() && *rev > at {
-                    old = Some(*v);
-                }
-                ui.next();
-            }
-            let cur = match fi.peek() {
-                Some((k, _)) if **k == p => fi.next().map(|(_, v)| v),
-                _ => None,
-            };
-            // A state whose rev is after `at` was created after `at` (see `mem`).
-            let flow = match (old, cur) {
-                (Some(Some(o)), _) if o.rev as u64 <= at => f(&p, o.rev, &o.value),
-                (Some(_), _) | (None, None) => ControlFlow::Continue(()),
-                (None, Some(c)) if c.rev as u64 <= at => f(&p, c.rev, &c.value),
-                (None, Some(_)) => ControlFlow::Continue(()),
-            };
-            if flow.is_break() {
-                return;
             }
         }
     }
