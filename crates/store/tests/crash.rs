@@ -34,7 +34,6 @@ fn opts() -> StoreOptions {
         cache_bytes: 16 << 20,
         // Checkpoints every few hundred revisions, so that kills land in them too.
         checkpoint_revs: 400,
-        ..StoreOptions::default()
     }
 }
 
