@@ -504,22 +504,20 @@ impl Store {
                 guard.w = next;
                 // An installed state keeps the history it came with until the next commit.
                 let trim = !matches!(update, DedupUpdate::Replace(..));
-                match update {
-                    DedupUpdate::Keep => {}
-                    DedupUpdate::Add(m) => guard.dedup.map.extend(m),
-                    DedupUpdate::Replace(m, mem) => {
-                        guard.dedup.map = m;
-                        let mut cur = sh.write();
-                        let generation = cur.generation + 1;
-                        *cur = *mem;
-                        cur.generation = generation;
-                    }
-                }
-                let rev = sh.read().rev;
-                guard.dedup.prune(rev);
-                let sh = &self.inner.shared;
                 {
-                    let mem = sh.read();
+                    // Readers see the new state and its revision together.
+                    let mut mem = sh.write();
+                    match update {
+                        DedupUpdate::Keep => {}
+                        DedupUpdate::Add(m) => guard.dedup.map.extend(m),
+                        DedupUpdate::Replace(m, new) => {
+                            guard.dedup.map = m;
+                            let generation = mem.generation + 1;
+                            *mem = *new;
+                            mem.generation = generation;
+                        }
+                    }
+                    guard.dedup.prune(mem.rev);
                     *sh.visible.write().unwrap_or_else(|e| e.into_inner()) = Visible {
                         rev: mem.rev,
                         applied: mem.applied,
