@@ -1,12 +1,13 @@
 //! The read-only web view (`-w`): a node started in-process with `NodeConfig::web`, written
 //! to through the Doozer client, read over plain HTTP/1.1 (a few lines on a TcpStream, no
-//! HTTP client crate); and one `doozerd -w` process for the flag itself.
+//! HTTP client crate); and `doozerd` processes for the flag itself and its default.
 
 mod cluster_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use doozerd::config::WebView;
 use doozerd::{Node, NodeConfig, NodeHandle};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,7 +141,7 @@ async fn web_view_reads_the_tree_and_follows_changes() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(NodeConfig {
         listen: Some("127.0.0.1:0".into()),
-        web: Some("127.0.0.1:0".into()),
+        web: WebView::At("127.0.0.1:0".into()),
         data_dir: dir.path().to_path_buf(),
         hist_revs: 20,
         ..NodeConfig::default()
@@ -353,17 +354,27 @@ async fn web_view_reads_the_tree_and_follows_changes() {
         .expect("stream ended");
 }
 
-/// The address in the log line `web view listening (read-only HTTP) addr=...`.
+/// The addresses in the log lines `web view listening (read-only HTTP) addr=...`, in order
+/// (a log is appended to across restarts).
+fn web_addrs_in(log: &str) -> Vec<SocketAddr> {
+    log.lines()
+        .filter(|l| l.contains("web view listening"))
+        .map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .expect("addr= in the web view line")
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The address of the one `web view listening` line of a log.
 fn web_addr_in(log: &str) -> SocketAddr {
-    let line = log
-        .lines()
-        .find(|l| l.contains("web view listening"))
-        .unwrap_or_else(|| panic!("no web view line in the log:\n{log}"));
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .expect("addr= in the web view line")
-        .parse()
-        .unwrap()
+    match web_addrs_in(log)[..] {
+        [a] => a,
+        ref all => panic!("expected one web view line, got {all:?} in the log:\n{log}"),
+    }
 }
 
 #[tokio::test]
@@ -377,9 +388,63 @@ async fn doozerd_w_flag_serves_the_web_view() {
     let page = get(addr, "/").await;
     assert!(page.body.contains("<title>doozer</title>"));
 
-    // Without -w nothing listens but the Doozer port.
-    let m = cl.seed(&[]);
-    assert!(!cl.nodes[m].log_text().contains("web view listening"));
+    // With -w false nothing listens but the Doozer port.
+    let m = cl.seed(&["-w", "false"]);
+    assert!(!cl.nodes[m].log_text().contains("web view"));
+}
+
+/// Without -w the web view is on by default: on the -l host, and with `-l HOST:0` on a free
+/// port, so that several nodes share a host (and tests never bind a fixed port). A restart
+/// at the port it got keeps a free web port. `/metrics` counts client connections.
+#[tokio::test]
+async fn doozerd_without_w_serves_the_web_view_on_a_free_port_when_l_port_is_0() {
+    let mut cl = cluster_support::Cluster::new();
+    let a = cl.seed(&[]);
+    let b = cl.seed(&[]);
+    let wa = web_addr_in(&cl.nodes[a].log_text());
+    let wb = web_addr_in(&cl.nodes[b].log_text());
+    for (w, n) in [(wa, a), (wb, b)] {
+        assert_eq!(w.ip().to_string(), "127.0.0.1");
+        assert_ne!(
+            w.port(),
+            8000,
+            "an ephemeral -l port must not give the fixed web port"
+        );
+        assert!(!cl.nodes[n].log_text().contains("web view not served"));
+        let h = get(w, "/health").await;
+        assert_eq!(h.status, 200, "{}", h.body);
+        assert_eq!(h.json()["id"], cl.nodes[n].id);
+    }
+    assert_ne!(wa, wb);
+
+    // Client connections (not web ones, not peer links) are counted while open.
+    let m = get(wa, "/metrics").await.body;
+    assert_eq!(metric(&m, "doozer_client_connections"), 0, "{m}");
+    let (mut c1, mut c2) = (cl.nodes[a].client(), cl.nodes[a].client());
+    // Answered: each connection is counted by now (a silent one is not a client yet).
+    c1.rev();
+    c2.rev();
+    let m = get(wa, "/metrics").await.body;
+    assert_eq!(metric(&m, "doozer_client_connections"), 2, "{m}");
+    drop(c1);
+    drop(c2);
+    let t = std::time::Instant::now();
+    while metric(&get(wa, "/metrics").await.body, "doozer_client_connections") != 0 {
+        assert!(
+            t.elapsed() < WITHIN,
+            "closed client connections still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Restarted from its data directory (no -l: the bound port it stored), the node again
+    // picks a free web port.
+    cl.nodes[a].stop();
+    let p = cluster_support::Proc::start(&cl.dir(a), &cl.log(a), &[]);
+    let again = web_addrs_in(&p.log_text());
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_ne!(again[1].port(), 8000);
+    assert_eq!(get(again[1], "/health").await.json()["id"], p.id);
 }
 
 /// A `doozerd` started with its own environment, killed on drop.

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8046";
 /// The default cluster name (`-c`).
 pub const DEFAULT_CLUSTER: &str = "local";
+/// The web view's port when `-w` is not given (on the listen address's host).
+pub const DEFAULT_WEB_PORT: u16 = 8000;
 /// The version string written to `/ctl/node/<id>/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -27,10 +29,11 @@ pub struct NodeConfig {
     pub attach: Vec<String>,
     /// Cluster name (`-c`). `None`: the stored name, else [`DEFAULT_CLUSTER`].
     pub cluster: Option<String>,
-    /// Address of the read-only web view (`-w`): the tree as HTML and JSON, its changes as
-    /// server-sent events, `/health` and `/metrics`. `None`: not served. Port 0 picks a free
-    /// port ([`crate::Node::web_addr`] tells which).
-    pub web: Option<String>,
+    /// The read-only web view (`-w`): the tree as HTML and JSON, its changes as server-sent
+    /// events, `/health` and `/metrics`. [`crate::Node::web_addr`] tells where it listens.
+    /// `NodeConfig::default()`: [`WebView::Off`]; the `doozerd` binary without `-w`:
+    /// [`WebView::Default`].
+    pub web: WebView,
     /// A voter silent this long is removed from its `/ctl/cal` slot (`--timeout`).
     pub timeout: Duration,
     /// Revisions of history kept for WAIT and reads at old revisions (`--hist`).
@@ -62,7 +65,7 @@ impl Default for NodeConfig {
             advertise: None,
             attach: Vec::new(),
             cluster: None,
-            web: None,
+            web: WebView::Off,
             timeout: Duration::from_secs(60),
             hist_revs: 100_000,
             data_dir: PathBuf::from("./doozer-data"),
@@ -75,6 +78,37 @@ impl Default for NodeConfig {
             max_inflight: 2,
         }
     }
+}
+
+/// Whether and where a node serves its web view ([`NodeConfig::web`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WebView {
+    /// Not served (`-w false`; the default of [`NodeConfig`], for embedders and tests).
+    #[default]
+    Off,
+    /// What `doozerd` does without `-w`: port [`DEFAULT_WEB_PORT`] on the listen address's
+    /// host, or a free port (0) when the listen port is 0, and on a restart of such a node
+    /// (same or no `-l`). If that address cannot be bound (a second node on the host), the
+    /// node logs a warning and runs without a web view.
+    Default,
+    /// This address (`-w ADDR`); port 0 picks a free one. Failing to bind it fails the start.
+    At(String),
+}
+
+/// The address [`WebView::Default`] binds: the host of `listen` with port
+/// [`DEFAULT_WEB_PORT`], or port 0 when `listen`'s port is 0 or when `restart` (the port the
+/// default chose on this node's earlier run, if this is a restart of it) is 0.
+pub(crate) fn default_web_addr(listen: &str, restart: Option<u16>) -> String {
+    let (host, port) = match listen.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()),
+        None => (listen, None),
+    };
+    let web_port = if port == Some(0) || restart == Some(0) {
+        0
+    } else {
+        DEFAULT_WEB_PORT
+    };
+    format!("{host}:{web_port}")
 }
 
 /// Keys the node keeps in the store's meta table.
@@ -94,4 +128,28 @@ pub(crate) mod meta {
     /// `"1"` once the bootstrap writes of a first node are applied, or from the start on a
     /// node that joined an existing cluster (it must never bootstrap).
     pub const BOOTSTRAPPED: &str = "node.bootstrapped";
+    /// The port the default web view ([`super::WebView::Default`]) was asked for: `"0"`
+    /// when the node first listened on port 0, so that its restarts keep a free port.
+    pub const WEB_DEFAULT_PORT: &str = "node.web_default_port";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_web_address_follows_the_listen_host_and_port_zero() {
+        assert_eq!(default_web_addr("127.0.0.1:8046", None), "127.0.0.1:8000");
+        assert_eq!(default_web_addr("10.1.2.3:9000", None), "10.1.2.3:8000");
+        assert_eq!(default_web_addr("[::1]:8046", None), "[::1]:8000");
+        assert_eq!(default_web_addr("localhost:8046", None), "localhost:8000");
+        // Ephemeral listen port: ephemeral web port, also on restarts at the bound port.
+        assert_eq!(default_web_addr("127.0.0.1:0", None), "127.0.0.1:0");
+        assert_eq!(default_web_addr("127.0.0.1:0", Some(8000)), "127.0.0.1:0");
+        assert_eq!(default_web_addr("127.0.0.1:41234", Some(0)), "127.0.0.1:0");
+        assert_eq!(
+            default_web_addr("127.0.0.1:8046", Some(8000)),
+            "127.0.0.1:8000"
+        );
+    }
 }

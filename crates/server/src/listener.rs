@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::client_conn::ClientCount;
 use crate::core::{Core, Handle};
 use crate::peer::PREAMBLE;
 
@@ -20,8 +21,8 @@ pub const MAX_CONNS: usize = 10_000;
 /// How long a new connection may take to show its first bytes.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Accepts connections until the node stops.
-pub(crate) async fn run(core: Arc<Core>, listener: TcpListener) {
+/// Accepts connections until the node stops; `clients` counts the open client connections.
+pub(crate) async fn run(core: Arc<Core>, listener: TcpListener, clients: ClientCount) {
     let slots = Arc::new(Semaphore::new(MAX_CONNS));
     loop {
         let (stream, peer) = tokio::select! {
@@ -41,12 +42,13 @@ pub(crate) async fn run(core: Arc<Core>, listener: TcpListener) {
             continue;
         };
         let core = core.clone();
+        let clients = clients.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let stop = core.stop.clone();
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = serve(core, stream) => {}
+                _ = serve(core, stream, &clients) => {}
             }
         });
     }
@@ -79,7 +81,7 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Kind> {
     }
 }
 
-async fn serve(core: Arc<Core>, mut stream: TcpStream) {
+async fn serve(core: Arc<Core>, mut stream: TcpStream, clients: &ClientCount) {
     let peer = stream.peer_addr().ok();
     let kind = match tokio::time::timeout(SNIFF_TIMEOUT, sniff(&stream)).await {
         Ok(Ok(k)) => k,
@@ -104,7 +106,7 @@ async fn serve(core: Arc<Core>, mut stream: TcpStream) {
         Kind::Client => {
             let _ = stream.set_nodelay(true);
             let handle = Handle { core };
-            crate::client_conn::serve(stream, handle).await;
+            crate::client_conn::serve(stream, handle, clients).await;
         }
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use doozerd::config::WebView;
 use doozerd::{Node, NodeConfig};
 
 /// A doozer-rs node: a strongly consistent, highly available store for configuration and
@@ -35,12 +36,15 @@ struct Args {
     #[arg(short = 'c', value_name = "NAME")]
     cluster: Option<String>,
 
-    /// Serve a read-only web view on this address (off by default; "false" turns it off;
-    /// port 0 picks a free one, logged at start): GET / is a live HTML view of the tree,
-    /// /v1/tree/<path>[?rev=N] a file or directory as JSON, /v1/events?glob=G&rev=N changes
-    /// as server-sent events, /health and /metrics (Prometheus) the node's state. Nothing can
-    /// be written over HTTP, and there is no login: anonymous clients' read rights apply
-    /// (with both DOOZER_RWSECRET and DOOZER_ROSECRET set, the tree is refused).
+    /// Serve a read-only web view on this address ("false" turns it off; port 0 picks a
+    /// free one; the address is logged at start). Default: port 8000 on the -l host (a free
+    /// port when the -l port is 0); if that is taken, a warning and no web view, while an
+    /// address given here that cannot be bound stops the start. GET / is a live HTML view
+    /// of the tree, /v1/tree/<path>[?rev=N] a file or directory as JSON,
+    /// /v1/events?glob=G&rev=N changes as server-sent events, /health and /metrics
+    /// (Prometheus) the node's state. Nothing can be written over HTTP, and there is no
+    /// login: anonymous clients' read rights apply (with both DOOZER_RWSECRET and
+    /// DOOZER_ROSECRET set, the tree is refused).
     #[arg(short = 'w', value_name = "ADDR|false")]
     web: Option<String>,
 
@@ -150,9 +154,10 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
         attach.extend(uri_addrs(b)?);
     }
     let web = match args.web.as_deref() {
-        None => None,
-        Some("false" | "0" | "f" | "F" | "FALSE" | "False") => None,
-        Some(w) => Some(w.to_string()),
+        None => WebView::Default,
+        Some("false" | "0" | "f" | "F" | "FALSE" | "False") => WebView::Off,
+        Some("") => return Err("-w needs an address, or false".into()),
+        Some(w) => WebView::At(w.to_string()),
     };
     if args.cals == 0 {
         return Err("--cals must be at least 1".into());
@@ -306,7 +311,7 @@ mod tests {
         assert_eq!(c.listen.as_deref(), Some("127.0.0.1:9000"));
         assert_eq!(c.attach, vec!["x:1", "y:2", "z:3"]);
         assert_eq!(c.cluster.as_deref(), Some("prod"));
-        assert_eq!(c.web, None);
+        assert_eq!(c.web, WebView::Off);
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert_eq!(c.hist_revs, 10);
     }
@@ -368,11 +373,27 @@ mod tests {
     }
 
     #[test]
-    fn w_takes_an_address_and_false_turns_it_off() {
+    fn w_takes_an_address_false_turns_it_off_and_none_means_the_default() {
         let web = |w: &str| config(&Args::parse_from(["doozerd", "-w", w])).unwrap().web;
-        assert_eq!(web("127.0.0.1:0").as_deref(), Some("127.0.0.1:0"));
-        assert_eq!(web("false"), None);
-        assert_eq!(config(&Args::parse_from(["doozerd"])).unwrap().web, None);
+        assert_eq!(web("127.0.0.1:0"), WebView::At("127.0.0.1:0".into()));
+        assert_eq!(web("10.0.0.1:8080"), WebView::At("10.0.0.1:8080".into()));
+        for off in ["false", "0", "f", "F", "FALSE", "False"] {
+            assert_eq!(web(off), WebView::Off, "-w {off}");
+        }
+        assert!(config(&Args::parse_from(["doozerd", "-w", ""])).is_err());
+        // No -w: the default (port 8000 on the -l host, worked out at start); embedders'
+        // NodeConfig::default() serves nothing.
+        assert_eq!(
+            config(&Args::parse_from(["doozerd"])).unwrap().web,
+            WebView::Default
+        );
+        assert_eq!(
+            config(&Args::parse_from(["doozerd", "-l", "127.0.0.1:0"]))
+                .unwrap()
+                .web,
+            WebView::Default
+        );
+        assert_eq!(NodeConfig::default().web, WebView::Off);
     }
 
     #[test]

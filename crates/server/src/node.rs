@@ -136,18 +136,26 @@ impl Node {
             source,
         })?;
         // The web view (-w) is bound now, so a bad address fails the start like -l does.
-        let web_listener = match &cfg.web {
-            Some(w) => {
-                let bind_err = |source| StartError::Bind {
-                    addr: w.clone(),
-                    source,
-                };
-                let l = TcpListener::bind(w).await.map_err(bind_err)?;
-                let a = l.local_addr().map_err(bind_err)?;
-                Some((l, a))
-            }
-            None => None,
-        };
+        // Without -w: port 8000 on the listen host (0 for a node on an ephemeral port, also
+        // when it restarts at the port it got), or none if that is taken.
+        let restart_web_port =
+            match meta_str(&store, meta::WEB_DEFAULT_PORT).map_err(|e| store_err(&cfg, e))? {
+                Some(p) => {
+                    let stored_listen =
+                        meta_str(&store, meta::LISTEN).map_err(|e| store_err(&cfg, e))?;
+                    let same = cfg.listen.is_none() || cfg.listen == stored_listen;
+                    p.parse::<u16>().ok().filter(|_| same)
+                }
+                None => None,
+            };
+        let default_web = crate::config::default_web_addr(&listen, restart_web_port);
+        if cfg.web == crate::config::WebView::Default {
+            let port = default_web.rsplit(':').next().unwrap_or("");
+            store
+                .meta_put(meta::WEB_DEFAULT_PORT, port.as_bytes())
+                .map_err(|e| store_err(&cfg, e))?;
+        }
+        let web_listener = crate::web::bind(&cfg.web, || default_web).await?;
         let web = web_listener.as_ref().map(|(_, a)| *a);
         let advertise = match &cfg.advertise {
             Some(a) => a.clone(),
@@ -283,7 +291,12 @@ impl Node {
         for (pid, paddr) in &peers0 {
             core.peers.ensure(*pid, paddr);
         }
-        let mut tasks = vec![tokio::spawn(crate::listener::run(core.clone(), listener))];
+        let clients = crate::client_conn::ClientCount::default();
+        let mut tasks = vec![tokio::spawn(crate::listener::run(
+            core.clone(),
+            listener,
+            clients.clone(),
+        ))];
         if member {
             // Asked with the listener already up: peers restarting at the same time get
             // their answers (the driver, started below, takes any writes they need).
@@ -341,7 +354,7 @@ impl Node {
                 .map_err(|e| store_err(&cfg, e))?;
         }
         if let Some((l, a)) = web_listener {
-            tasks.push(tokio::spawn(crate::web::serve(handle.clone(), l)));
+            tasks.push(tokio::spawn(crate::web::serve(handle.clone(), l, clients)));
             crate::web::log_listening(a);
         }
         tasks.push(tokio::spawn(cluster::membership_task(handle)));
@@ -361,7 +374,7 @@ impl Node {
     }
 
     /// The address the read-only web view (`-w`, [`NodeConfig::web`]) listens on, if it
-    /// was asked for.
+    /// is served.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web
     }

@@ -1,5 +1,5 @@
-//! The read-only web view on `-w ADDR`: HTTP beside the Doozer protocol, as the original
-//! doozerd had.
+//! The read-only web view (`-w ADDR`; without `-w`, port 8000 on the `-l` host): HTTP
+//! beside the Doozer protocol, as the original doozerd had.
 //!
 //! * `GET /`: a self-contained HTML page (`web/index.html`) that browses the tree and follows
 //!   it live through the event stream;
@@ -32,8 +32,11 @@ use doozer_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::client_conn::ClientCount;
+use crate::config::WebView;
 use crate::core::Handle;
 use crate::handle::NodeError;
+use crate::node::StartError;
 
 /// Connections served at once; more wait in the kernel's backlog until one closes.
 pub const MAX_CONNS: usize = 2048;
@@ -58,6 +61,8 @@ struct Web {
     streams: Arc<Semaphore>,
     /// One permit per open connection.
     conns: Arc<Semaphore>,
+    /// The node's open client (Doozer protocol) connections.
+    clients: ClientCount,
 }
 
 impl Web {
@@ -81,14 +86,57 @@ impl Web {
     }
 }
 
+/// Binds the web view's listener as `spec` says, before the node starts serving: `None`
+/// when it is off, or when the default address (`default_addr`, computed only then) is
+/// taken: that is a warning, not an error, so that a second node on a host runs. An
+/// explicit address that cannot be bound fails the start, like `-l`.
+pub(crate) async fn bind(
+    spec: &WebView,
+    default_addr: impl FnOnce() -> String,
+) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let addr = match spec {
+        WebView::Off => return Ok(None),
+        WebView::At(a) => a.clone(),
+        WebView::Default => return Ok(bind_default(&default_addr()).await),
+    };
+    let bind_err = |source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let l = TcpListener::bind(&addr).await.map_err(bind_err)?;
+    let a = l.local_addr().map_err(bind_err)?;
+    Ok(Some((l, a)))
+}
+
+/// Binds the default address, or warns and gives up.
+async fn bind_default(addr: &str) -> Option<(TcpListener, SocketAddr)> {
+    let bound = match TcpListener::bind(addr).await {
+        Ok(l) => l.local_addr().map(|a| (l, a)),
+        Err(e) => Err(e),
+    };
+    match bound {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "in use".to_string()
+            } else {
+                format!("cannot be bound ({e})")
+            };
+            tracing::warn!("web view not served: {addr} {why}; pass -w ADDR or -w false");
+            None
+        }
+    }
+}
+
 /// Serves the web view on `listener` until the node stops.
-pub(crate) async fn serve(h: Handle, listener: TcpListener) {
+pub(crate) async fn serve(h: Handle, listener: TcpListener, clients: ClientCount) {
     let addr = listener.local_addr().ok();
     let stop = h.core.stop.clone();
     let web = Web {
         readable: crate::session::Secrets::from_env().initial().read,
         streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
         conns: Arc::new(Semaphore::new(MAX_CONNS)),
+        clients,
         h,
     };
     let listener = limit::Limited {
@@ -251,4 +299,36 @@ fn put_value(obj: &mut serde_json::Map<String, serde_json::Value>, value: &[u8])
 /// The node's write deadline bounds a read's barrier and its wait for a future revision.
 fn deadline(h: &Handle) -> Duration {
     h.write_deadline()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_default_address_is_a_warning_an_explicit_one_an_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = taken.local_addr().unwrap().to_string();
+        // Default: no web view, no error.
+        let r = bind(&WebView::Default, || at.clone()).await.unwrap();
+        assert!(r.is_none());
+        // Explicit: the start fails, naming the address.
+        match bind(&WebView::At(at.clone()), || unreachable!()).await {
+            Err(StartError::Bind { addr, .. }) => assert_eq!(addr, at),
+            other => panic!(
+                "expected a bind error, got {:?}",
+                other.map(|o| o.map(|b| b.1))
+            ),
+        }
+        // A free default address is served; off is off (the default is not even computed).
+        let (_, a) = bind(&WebView::Default, || "127.0.0.1:0".into())
+            .await
+            .unwrap()
+            .expect("bound");
+        assert_ne!(a.port(), 0);
+        assert!(bind(&WebView::Off, || unreachable!())
+            .await
+            .unwrap()
+            .is_none());
+    }
 }

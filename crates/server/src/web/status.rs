@@ -151,6 +151,11 @@ pub(super) async fn metrics(State(web): State<Web>) -> Response {
         "Open connections to the web view.",
         web.open_conns() as i128,
     );
+    gauge(
+        "doozer_client_connections",
+        "Open Doozer protocol client connections (peer links not counted).",
+        web.clients.get() as i128,
+    );
     let _ = writeln!(
         out,
         "# HELP doozer_node_info This node's id and cluster.\n# TYPE doozer_node_info gauge\n\
