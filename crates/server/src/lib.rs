@@ -45,7 +45,7 @@ mod storage;
 mod web;
 
 pub use crate::cluster::JoinError;
-pub use crate::config::NodeConfig;
+pub use crate::config::{NodeConfig, WebView};
 pub use crate::core::{Applied, Consensus, Handle};
 pub use crate::handle::{NodeError, NodeHandle, WriteResult};
 pub use crate::node::{Node, StartError};
