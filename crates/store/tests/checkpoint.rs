@@ -79,19 +79,30 @@ fn ops_for(slot: u64) -> Vec<Op> {
 /// earlier slot sent again (a duplicate, answered without a revision; the original may lie
 /// before the checkpoint a restart starts from).
 fn cmds_for(slot: u64) -> Vec<(u64, Op)> {
+    if noop_slot(slot) {
+        return vec![];
+    }
     let mut cmds: Vec<(u64, Op)> = ops_for(slot)
         .into_iter()
         .enumerate()
         .map(|(j, op)| (slot * 100 + j as u64, op))
         .collect();
-    if slot % 11 == 0 && slot > 30 {
+    if slot % 11 == 0 && slot > 30 && !noop_slot(slot - 30) {
         let old = slot - 30;
         cmds.insert(0, (old * 100, ops_for(old).swap_remove(0)));
     }
     cmds
 }
 
+/// Slots that decide a no-op value (no commands, no revision).
+fn noop_slot(slot: u64) -> bool {
+    slot % 17 == 0
+}
+
 fn value_for(slot: u64) -> Value {
+    if noop_slot(slot) {
+        return Value::Noop;
+    }
     let cmds = cmds_for(slot)
         .iter()
         .map(|(seq, op)| Command {
