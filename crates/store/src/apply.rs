@@ -180,9 +180,13 @@ impl Tree<'_> {
     /// Applies one command at revision `rev`, or answers a duplicate (which takes no
     /// revision). A new id goes to `fresh`.
     pub fn apply(&mut self, cmd: &Command, rev: i64, dedup: &Dedup, fresh: &mut IdMap) -> Applied {
+        // `fresh` spans a whole replay after a restart, which can be longer than the window:
+        // it answers only within the window, as `dedup` does, so replay decides as the live
+        // apply did.
         let prev = fresh
             .get(&cmd.id)
             .copied()
+            .filter(|(r, _)| *r > rev - 1 - DEDUP_WINDOW_REVS)
             .or_else(|| dedup.lookup(&cmd.id, rev - 1));
         if let Some((rev, code)) = prev {
             let result = match code {

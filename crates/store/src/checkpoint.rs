@@ -125,11 +125,14 @@ impl Ckpt {
                 return Ok(false);
             }
             std::fs::rename(&tmp, &self.path).map_err(StoreError::from_io)?;
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(StoreError::from_io)?;
-            }
+            // The rename is durable once the directory is.
+            let dir = match self.path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::from_io)?;
             st.file_slot = meta.slot;
             st.done_meta = Some((meta.slot, meta.rev));
             Ok(true)

@@ -748,6 +748,17 @@ impl Store {
     }
 }
 
+/// Writes the revision, applied slot and history floor of `mem` to the `state` table.
+fn put_counters(state: &mut redb::Table<'_, &'static str, Bin>, mem: &Mem) -> Result<()> {
+    state.insert(tables::S_REV, tables::u64_row(mem.rev as u64).as_slice())?;
+    state.insert(tables::S_APPLIED, tables::u64_row(mem.applied).as_slice())?;
+    state.insert(
+        tables::S_FLOOR,
+        tables::u64_row(mem.floor as u64).as_slice(),
+    )?;
+    Ok(())
+}
+
 /// Makes the records say the store is at the state `mem` of a snapshot whose checkpoint is
 /// written: its counters and membership history, no decided slot at or below its slot.
 fn record_install(txn: &WriteTransaction, mem: &Mem) -> Result<()> {
@@ -761,12 +772,7 @@ fn record_install(txn: &WriteTransaction, mem: &Mem) -> Result<()> {
         configs.insert(*slot, codec::try_encode(c)?.as_slice())?;
     }
     let mut state = txn.open_table(tables::STATE)?;
-    state.insert(tables::S_REV, tables::u64_row(mem.rev as u64).as_slice())?;
-    state.insert(tables::S_APPLIED, tables::u64_row(mem.applied).as_slice())?;
-    state.insert(
-        tables::S_FLOOR,
-        tables::u64_row(mem.floor as u64).as_slice(),
-    )?;
+    put_counters(&mut state, mem)?;
     state.insert(tables::S_CONFIG, codec::try_encode(&mem.config)?.as_slice())?;
     state.insert(tables::S_CKPT_SLOT, tables::u64_row(mem.applied).as_slice())?;
     state.insert(
@@ -877,12 +883,7 @@ fn apply_batch(
         tables::trim_slot_meta(&mut slot_meta, cut)?;
         tables::trim_slot_values(&mut slot_values, cut)?;
     }
-    state.insert(tables::S_REV, tables::u64_row(mem.rev as u64).as_slice())?;
-    state.insert(tables::S_APPLIED, tables::u64_row(mem.applied).as_slice())?;
-    state.insert(
-        tables::S_FLOOR,
-        tables::u64_row(mem.floor as u64).as_slice(),
-    )?;
+    put_counters(&mut state, mem)?;
     out.rev = mem.rev;
     out.applied = mem.applied;
     Ok((out, DedupUpdate::Add(fresh)))

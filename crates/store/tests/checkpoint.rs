@@ -13,7 +13,7 @@ use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{del, set};
+use common::{del, set, Immutable};
 use doozer_paxos::{Ballot, Command, CommandId, NodeId, Record, Slot, Value};
 use doozer_proto::Glob;
 use doozer_store::codec::encode_op;
@@ -497,28 +497,6 @@ fn open_completes_an_interrupted_snapshot_install() {
     assert_matches_model(&b);
 }
 
-/// Clears the immutable flag of a file or directory when dropped.
-struct Immutable<'a>(&'a Path);
-
-impl Immutable<'_> {
-    /// Sets the flag with `chattr +i`; `None` where that is not possible.
-    fn set(path: &Path) -> Option<Immutable<'_>> {
-        let ok = Proc::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Immutable(path))
-    }
-}
-
-impl Drop for Immutable<'_> {
-    fn drop(&mut self) {
-        let _ = Proc::new("chattr").arg("-i").arg(self.0).status();
-    }
-}
-
 #[test]
 fn a_checkpoint_that_cannot_be_written_keeps_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -838,8 +816,6 @@ fn exports_during_commits_are_the_state_at_their_revision() {
 /// A command sent again after more than [`DEDUP_WINDOW_REVS`] revisions is applied again;
 /// a restart that replays both slots must do the same, or it reaches another revision.
 #[test]
-#[ignore = "bug: replay's `fresh` id map has no window (apply.rs Tree::apply), so a restart \
-            treats a resend beyond the dedup window as a duplicate and open fails Corrupt"]
 fn a_resend_beyond_the_dedup_window_replays_as_it_applied() {
     let dir = tempfile::tempdir().unwrap();
     let path = store_path(dir.path());

@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::Immutable;
 use doozer_paxos::{Ballot, Command, CommandId, NodeId, Record, Value};
 use doozer_proto::Glob;
 use doozer_store::codec::encode_op;
@@ -348,29 +349,6 @@ fn disk_full_is_a_typed_error_and_loses_nothing() {
         })
         .unwrap();
     assert_eq!(r.applied, applied + 1);
-}
-
-/// Clears the immutable flag of a file when dropped, so that the test's directory can go.
-struct Immutable<'a>(&'a Path);
-
-impl Immutable<'_> {
-    /// Sets the flag with `chattr +i`; `None` where that is not possible (no tool, no
-    /// CAP_LINUX_IMMUTABLE, a file system without the flag).
-    fn set(path: &Path) -> Option<Immutable<'_>> {
-        let ok = Proc::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Immutable(path))
-    }
-}
-
-impl Drop for Immutable<'_> {
-    fn drop(&mut self) {
-        let _ = Proc::new("chattr").arg("-i").arg(self.0).status();
-    }
 }
 
 #[test]

@@ -75,3 +75,30 @@ impl Driver {
         self.slot(&[op]).results[0].1
     }
 }
+
+/// Clears the immutable flag of a file or directory when dropped, so that the test's
+/// directory can go.
+pub struct Immutable<'a>(&'a Path);
+
+impl Immutable<'_> {
+    /// Sets the flag with `chattr +i`; `None` where that is not possible (no tool, no
+    /// CAP_LINUX_IMMUTABLE, a file system without the flag).
+    pub fn set(path: &Path) -> Option<Immutable<'_>> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Immutable(path))
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
+    }
+}
