@@ -211,12 +211,14 @@ fn poisons(e: &StoreError) -> bool {
 
 /// Checks the format (before touching any other table, so that a file of another format is
 /// refused unchanged), then opens every table so that readers find them.
-fn init_tables(txn: &WriteTransaction) -> Result<()> {
+/// Returns whether the file is new (had no format row).
+fn init_tables(txn: &WriteTransaction) -> Result<bool> {
     let mut state = txn.open_table(tables::STATE)?;
     let format = state
         .get(tables::S_FORMAT)?
         .map(|v| tables::read_u64(v.value()))
         .transpose()?;
+    let created = format.is_none();
     match format {
         None => {
             state.insert(tables::S_FORMAT, tables::u64_row(tables::FORMAT).as_slice())?;
@@ -233,7 +235,7 @@ fn init_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(tables::SLOT_META)?;
     txn.open_table(tables::SLOT_VALUES)?;
     txn.open_table(tables::CONFIGS)?;
-    Ok(())
+    Ok(created)
 }
 
 /// The counters of the `state` table.
@@ -344,12 +346,21 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(path)?;
+        let ckpt_path = checkpoint::checkpoint_path(path);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        init_tables(&txn)?;
+        if init_tables(&txn)? && ckpt_path.exists() {
+            // A checkpoint without its store file (deleted, or another store's): adopting it
+            // would bring back old state with its acceptor records forgotten.
+            return Err(StoreError::Corrupt(format!(
+                "{} is a new store file but the checkpoint {} exists: it belongs to a store \
+                 file that is gone; restore that file or move the checkpoint away",
+                path.display(),
+                ckpt_path.display()
+            )));
+        }
         txn.commit()?;
         let stored = Self::load_stored(&db)?;
-        let ckpt_path = checkpoint::checkpoint_path(path);
         checkpoint::remove_leftovers(&ckpt_path);
         let mut w = stored.w.clone();
         let mem = match checkpoint::load(&ckpt_path)? {

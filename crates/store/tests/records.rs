@@ -301,3 +301,22 @@ fn a_file_of_another_format_is_refused_unchanged() {
         2u64.to_be_bytes().as_slice()
     );
 }
+
+#[test]
+fn a_checkpoint_without_its_store_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let ckpt = dir.path().join("doozer.redb.ckpt");
+    std::fs::write(&ckpt, b"a checkpoint of a store file that is gone").unwrap();
+    for _ in 0..2 {
+        let err = Store::open(&path, StoreOptions::default()).err().unwrap();
+        assert!(
+            matches!(&err, doozer_store::StoreError::Corrupt(m) if m.contains("checkpoint")),
+            "{err:?}"
+        );
+    }
+    // Moving it away, as the message says, opens a new store.
+    std::fs::remove_file(&ckpt).unwrap();
+    let s = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!((s.rev(), s.applied_slot()), (0, 0));
+}
