@@ -11,8 +11,18 @@ use std::time::Duration;
 use cluster_support::{eventually, Cluster};
 use doozer_proto::msg::{ErrCode, Request, Verb};
 
-#[test]
-fn late_joiner_catches_up_by_snapshot() {
+/// A seed node with little history and few retained slots, and 200 writes on it (more than
+/// the history): a joiner can only catch up by snapshot.
+struct Seeded {
+    cl: Cluster,
+    small: [&'static str; 4],
+    s: usize,
+    seed_addr: String,
+    c: cluster_support::Client,
+    last: i64,
+}
+
+fn seeded() -> Seeded {
     let mut cl = Cluster::new();
     let small = ["--hist", "150", "--retain-slots", "8"];
     let s = cl.seed(&small);
@@ -24,6 +34,26 @@ fn late_joiner_catches_up_by_snapshot() {
             .set(&format!("/s/{}", i % 50), -1, format!("v{i}").as_bytes())
             .unwrap();
     }
+    Seeded {
+        cl,
+        small,
+        s,
+        seed_addr,
+        c,
+        last,
+    }
+}
+
+#[test]
+fn late_joiner_catches_up_by_snapshot() {
+    let Seeded {
+        mut cl,
+        small,
+        s: _,
+        seed_addr,
+        mut c,
+        last,
+    } = seeded();
     let j = cl.join(&seed_addr, &small);
     let mut cj = cl.nodes[j].client();
     // The joiner serves the data it never saw written.
@@ -134,17 +164,14 @@ impl Drop for EnvProc {
 /// and the node serving it writes that version.
 #[test]
 fn a_joiner_that_installs_only_version_2_gets_version_2() {
-    let mut cl = Cluster::new();
-    let small = ["--hist", "150", "--retain-slots", "8"];
-    let s = cl.seed(&small);
-    let seed_addr = cl.nodes[s].addr.clone();
-    let mut c = cl.nodes[s].client();
-    let mut last = 0;
-    for i in 0..200 {
-        last = c
-            .set(&format!("/s/{}", i % 50), -1, format!("v{i}").as_bytes())
-            .unwrap();
-    }
+    let Seeded {
+        cl,
+        small,
+        s,
+        seed_addr,
+        mut c,
+        last,
+    } = seeded();
     let mut args = vec!["-l", "127.0.0.1:0", "-a", &seed_addr];
     args.extend_from_slice(&small);
     let j = EnvProc::start(

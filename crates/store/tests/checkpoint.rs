@@ -969,14 +969,8 @@ impl Drop for Kid {
 fn sigkill_during_installs_loses_nothing() {
     use rand::{Rng, SeedableRng};
     use std::io::BufRead;
-    let runs: u32 = std::env::var("CRASH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x1257);
+    let runs: u32 = common::env_or("CRASH_RUNS", 20);
+    let seed: u64 = common::env_or("SEED", 0x1257);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let (mut applied, mut adopted) = (0, 0);

@@ -266,14 +266,8 @@ fn check(dir: &Path, reported: u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_commit() {
-    let runs: u32 = std::env::var("CRASH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xC4A5);
+    let runs: u32 = common::env_or("CRASH_RUNS", 20);
+    let seed: u64 = common::env_or("SEED", 0xC4A5);
     eprintln!("crash test: {runs} runs, SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();

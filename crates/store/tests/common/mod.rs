@@ -102,3 +102,12 @@ impl Drop for Immutable<'_> {
             .status();
     }
 }
+
+/// The environment variable `name` parsed, or `default` when unset or unparsable
+/// (`CRASH_RUNS`, `SEED` ...).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
