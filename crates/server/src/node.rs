@@ -284,7 +284,6 @@ impl Node {
             peers: PeerNet::new(id, cluster.clone(), stop.clone()),
             heard: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(seq0),
-            answered_rev: std::sync::atomic::AtomicI64::new(0),
             read_ctx: AtomicU64::new(1),
             stop: stop.clone(),
             failed: Mutex::new(None),
