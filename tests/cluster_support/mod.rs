@@ -257,15 +257,21 @@ impl Cluster {
 
     /// The ids in non-empty /ctl/cal slots, read through `c`.
     pub fn voters(c: &mut Client) -> Vec<String> {
+        Self::try_voters(c).unwrap()
+    }
+
+    /// [`Cluster::voters`], or the error of a read that failed (for loops that wait through
+    /// an election).
+    pub fn try_voters(c: &mut Client) -> Result<Vec<String>, DzErr> {
         let mut out = Vec::new();
         for name in c.getdir_all("/ctl/cal") {
-            let (v, _) = c.get(&format!("/ctl/cal/{name}")).unwrap();
+            let (v, _) = c.get(&format!("/ctl/cal/{name}"))?;
             if !v.is_empty() {
                 out.push(String::from_utf8(v).unwrap());
             }
         }
         out.sort();
-        out
+        Ok(out)
     }
 }
 
