@@ -54,9 +54,7 @@ pub struct NodeConfig {
     /// Maximum undecided slots in flight, and the membership delay (the alpha rule).
     pub alpha: u64,
     /// Slots of new commands a leader keeps in flight at most (commands arriving meanwhile
-    /// share the next slot); 0: no bound but `alpha`. Default 1: with every node's flushes
-    /// on one disk, fewer and bigger slots win (`scripts/bench.sh 64 6`, four alternating
-    /// runs: 14.7k sets/s on average with 1, 13.2k with 2; one client's median alike).
+    /// share the next slot); 0: no bound but `alpha`.
     pub max_inflight: u64,
 }
 
@@ -77,7 +75,7 @@ impl Default for NodeConfig {
             tick: Duration::from_millis(10),
             retain_slots: 4096,
             alpha: 50,
-            max_inflight: 1,
+            max_inflight: 2,
         }
     }
 }
