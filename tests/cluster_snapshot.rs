@@ -44,6 +44,21 @@ fn seeded() -> Seeded {
     }
 }
 
+/// Waits for the joiner behind `cj` to reach `last`, then checks it serves the 50 files
+/// [`seeded`] wrote last, data it never saw written.
+fn assert_caught_up(cj: &mut cluster_support::Client, last: i64) {
+    eventually(Duration::from_secs(30), "joiner caught up", || {
+        (cj.rev() >= last).then_some(())
+    });
+    for k in 0..50 {
+        let i = 150 + k;
+        assert_eq!(
+            cj.get(&format!("/s/{k}")).unwrap().0,
+            format!("v{i}").into_bytes()
+        );
+    }
+}
+
 #[test]
 fn late_joiner_catches_up_by_snapshot() {
     let Seeded {
@@ -56,17 +71,7 @@ fn late_joiner_catches_up_by_snapshot() {
     } = seeded();
     let j = cl.join(&seed_addr, &small);
     let mut cj = cl.nodes[j].client();
-    // The joiner serves the data it never saw written.
-    eventually(Duration::from_secs(30), "joiner caught up", || {
-        (cj.rev() >= last).then_some(())
-    });
-    for k in 0..50 {
-        let i = 150 + k;
-        assert_eq!(
-            cj.get(&format!("/s/{k}")).unwrap().0,
-            format!("v{i}").into_bytes()
-        );
-    }
+    assert_caught_up(&mut cj, last);
     assert!(
         cl.nodes[j].log_text().contains("snapshot installed"),
         "the joiner should have caught up through a snapshot"
@@ -181,16 +186,7 @@ fn a_joiner_that_installs_only_version_2_gets_version_2() {
         &[(SNAPSHOT_VERSIONS_ENV, "2")],
     );
     let mut cj = cluster_support::Client::connect(&j.addr);
-    eventually(Duration::from_secs(30), "joiner caught up", || {
-        (cj.rev() >= last).then_some(())
-    });
-    for k in 0..50 {
-        let i = 150 + k;
-        assert_eq!(
-            cj.get(&format!("/s/{k}")).unwrap().0,
-            format!("v{i}").into_bytes()
-        );
-    }
+    assert_caught_up(&mut cj, last);
     let has_line = |log: &str, what: &str| {
         log.lines()
             .any(|l| l.contains(what) && l.contains("version=2"))

@@ -77,8 +77,6 @@ struct State {
     file_slot: Slot,
     /// The revision the last checkpoint was started at.
     started_rev: i64,
-    /// (slot, rev) of the file the last successful write renamed into place.
-    done_meta: Option<(Slot, i64)>,
 }
 
 struct Ckpt {
@@ -103,7 +101,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Ckpt {
     /// Writes `mem` to a temporary file and renames it over the checkpoint unless a newer one
     /// is there already.
-    fn write(&self, sh: &State_, cancel: bool) -> Result<bool> {
+    /// Returns the (slot, rev) of the checkpoint renamed into place, `None` if a newer one
+    /// was there.
+    fn write(&self, sh: &State_, cancel: bool) -> Result<Option<(Slot, i64)>> {
         let mut tmp = self.path.file_name().unwrap_or_default().to_os_string();
         tmp.push(format!(
             ".tmp.{}.{}",
@@ -122,7 +122,7 @@ impl Ckpt {
             f.sync_all().map_err(StoreError::from_io)?;
             let mut st = lock(&self.state);
             if st.file_slot > meta.slot || (st.file_slot == meta.slot && self.path.exists()) {
-                return Ok(false);
+                return Ok(None);
             }
             std::fs::rename(&tmp, &self.path).map_err(StoreError::from_io)?;
             // The rename is durable once the directory is.
@@ -134,10 +134,9 @@ impl Ckpt {
                 .and_then(|d| d.sync_all())
                 .map_err(StoreError::from_io)?;
             st.file_slot = meta.slot;
-            st.done_meta = Some((meta.slot, meta.rev));
-            Ok(true)
+            Ok(Some((meta.slot, meta.rev)))
         })();
-        if !matches!(result, Ok(true)) {
+        if !matches!(result, Ok(Some(_))) {
             let _ = std::fs::remove_file(&tmp);
         }
         result
@@ -154,7 +153,6 @@ impl Checkpointer {
                     done: None,
                     file_slot,
                     started_rev,
-                    done_meta: None,
                 }),
                 tmp_seq: AtomicU64::new(0),
             }),
@@ -220,19 +218,12 @@ impl Checkpointer {
             .spawn(move || {
                 let t0 = std::time::Instant::now();
                 match shared.write(&sh, true) {
-                    Ok(true) => {
-                        let mut st = lock(&shared.state);
-                        st.done = st.done_meta;
-                        if let Some((slot, rev)) = st.done {
-                            info!(
-                                slot,
-                                rev,
-                                ms = t0.elapsed().as_millis() as u64,
-                                "checkpoint written"
-                            );
-                        }
+                    Ok(Some((slot, rev))) => {
+                        lock(&shared.state).done = Some((slot, rev));
+                        let ms = t0.elapsed().as_millis() as u64;
+                        info!(slot, rev, ms, "checkpoint written");
                     }
-                    Ok(false) | Err(StoreError::Cancelled) | Err(StoreError::Replaced) => {}
+                    Ok(None) | Err(StoreError::Cancelled) | Err(StoreError::Replaced) => {}
                     Err(e) => {
                         warn!(error = %e, "checkpoint failed; the log is kept until the next one")
                     }
