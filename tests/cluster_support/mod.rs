@@ -36,7 +36,7 @@ impl Proc {
             .arg("--data-dir")
             .arg(dir)
             .args(args)
-            .env("RUST_LOG", "info,doozerd=debug")
+            .env("RUST_LOG", "info,doozerd=debug,doozer_paxos=debug")
             .stdout(Stdio::piped())
             .stderr(logf)
             .spawn()
@@ -190,6 +190,31 @@ pub struct Cluster {
     // deleted: fields drop in declaration order.
     pub nodes: Vec<Proc>,
     pub base: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    /// With `DOOZER_TEST_KEEP_LOGS=DIR`, the nodes' logs are copied to a fresh directory
+    /// under DIR, for reading after a run (passing or not).
+    fn drop(&mut self) {
+        let Some(keep) = std::env::var_os("DOOZER_TEST_KEEP_LOGS") else {
+            return;
+        };
+        let to = tempfile::Builder::new()
+            .prefix("cluster-")
+            .tempdir_in(keep)
+            .expect("DOOZER_TEST_KEEP_LOGS names a writable directory")
+            .keep();
+        for e in std::fs::read_dir(self.base.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+            }
+        }
+        eprintln!("node logs kept in {}", to.display());
+    }
 }
 
 impl Cluster {

@@ -20,7 +20,7 @@ impl Engine {
 
     /// Whether this node still hears from a live leader other than `from`: then it ignores
     /// phase 1 from `from` (leader stickiness).
-    fn sticky_against(&self, from: NodeId) -> bool {
+    pub(crate) fn sticky_against(&self, from: NodeId) -> bool {
         match &self.role {
             Role::Leader(l) => self.quorum_heard_within(l, self.opts.election_ticks.0),
             _ => {
@@ -132,6 +132,7 @@ impl Engine {
             self.step_down();
         }
         self.set_leader(Some(from));
+        self.pre_vote = None;
         self.failed_campaigns = 0;
         self.election_elapsed = 0;
         true

@@ -14,6 +14,7 @@ use crate::id::{Ballot, CommandId, NodeId, Slot};
 use crate::membership::Configs;
 use crate::message::Message;
 use crate::options::Options;
+use crate::prevote::PreVote;
 use crate::proposer::{Candidate, Leader};
 use crate::ready::{ProposeError, Ready, Status};
 use crate::state::{PersistentState, Record};
@@ -69,6 +70,8 @@ pub struct Engine {
     /// Campaigns since a leader was last seen: each one doubles the next timeout (capped),
     /// so duelling candidates spread out instead of pre-empting each other in lockstep.
     pub(crate) failed_campaigns: u32,
+    /// A pre-vote under way (role `Follower`).
+    pub(crate) pre_vote: Option<PreVote>,
 
     // Proposals.
     /// Commands waiting for a slot (leader) or to be forwarded (follower).
@@ -128,6 +131,7 @@ impl Engine {
             election_elapsed: 0,
             election_timeout: 0,
             failed_campaigns: 0,
+            pre_vote: None,
             queue: VecDeque::new(),
             queued_ids: BTreeSet::new(),
             own: BTreeMap::new(),
@@ -191,6 +195,12 @@ impl Engine {
             Message::ReadIndexResp { ctx, result } => {
                 self.on_read_index_response(from, ctx, result)
             }
+            Message::PreVote { round, from_slot } => self.on_pre_vote(from, round, from_slot),
+            Message::PreVoteResp {
+                round,
+                granted,
+                promised,
+            } => self.on_pre_vote_resp(from, round, granted, promised),
         }
     }
 
@@ -202,12 +212,14 @@ impl Engine {
         } else {
             self.election_elapsed = self.election_elapsed.saturating_add(1);
             if self.election_elapsed >= self.election_timeout {
-                if self.is_voter() {
-                    self.campaign();
-                } else {
+                if !self.is_voter() {
                     // A learner can't elect anyone; it just stops trusting a silent leader.
                     self.set_leader(None);
                     self.reset_election_timer();
+                } else if self.opts.pre_vote {
+                    self.start_pre_vote();
+                } else {
+                    self.campaign();
                 }
             }
         }

@@ -15,8 +15,8 @@
 //! The protocol: a stable leader with ballots `(round, node)`; phase 1 once for every slot
 //! from the leader's first unknown one (adopting the highest-ballot accepted value of each
 //! slot and filling holes with no-ops); phase 2 per slot with up to `alpha` slots in flight
-//! and many commands batched per slot; leader stickiness and randomized, backed-off election
-//! timeouts; commit index on accepts and heartbeats, catch-up by asking peers; membership per
+//! and many commands batched per slot; leader stickiness, pre-vote, and randomized, backed-off
+//! election timeouts; commit index on accepts and heartbeats, catch-up by asking peers; membership per
 //! slot by the alpha rule; read index by one batched heartbeat round.
 //!
 //! A one-node cluster, driven by hand:
@@ -62,6 +62,7 @@ mod learner;
 mod membership;
 pub mod message;
 pub mod options;
+mod prevote;
 mod proposals;
 mod proposer;
 mod reads;

@@ -19,6 +19,9 @@ pub struct Options {
     /// next slot: under load, slots get bigger instead of more numerous, so each fsync and
     /// each message carries more commands. Recovered values and no-ops are not held back.
     pub max_inflight: u64,
+    /// Ask a quorum before campaigning ([`crate::Message::PreVote`]), so a node that cannot
+    /// hear the leader does not raise its ballot and depose it when it is heard again.
+    pub pre_vote: bool,
     /// At most this many commands in one slot value.
     pub max_batch_cmds: usize,
     /// At most about this many bytes in one slot value (a single larger command still goes).
@@ -41,6 +44,7 @@ impl Default for Options {
             heartbeat_ticks: 5,
             election_ticks: (30, 60),
             max_inflight: u64::MAX,
+            pre_vote: true,
             max_batch_cmds: 1024,
             max_batch_bytes: 1 << 20,
             max_pending: 16_384,

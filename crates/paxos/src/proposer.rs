@@ -86,6 +86,7 @@ impl Engine {
         let from_slot = self.decided + 1;
         tracing::debug!(node = %self.id(), %ballot, from_slot, "campaigning");
         self.failed_campaigns = self.failed_campaigns.saturating_add(1);
+        self.pre_vote = None;
         self.step_down();
         // Our own promise is durable before any prepare leaves: a ballot is never reused,
         // even by a node that crashes mid-campaign.
@@ -234,6 +235,7 @@ impl Engine {
             Role::Follower => false,
         };
         if mine && promised > ballot {
+            tracing::debug!(node = %self.id(), %ballot, %promised, "ballot rejected");
             // Back off: a random timeout before trying again keeps duels short.
             self.step_down();
         }

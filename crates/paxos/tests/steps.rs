@@ -21,6 +21,8 @@ fn opts(id: NodeId) -> Options {
         heartbeat_ticks: 5,
         // A fixed timeout (the range holds one value) makes the campaign tick exact.
         election_ticks: (10, 11),
+        // These exact tests campaign straight away; pre-vote has its own tests.
+        pre_vote: false,
         max_batch_cmds: 2,
         max_pending: 3,
         ..Options::default()
@@ -1344,4 +1346,160 @@ fn max_inflight_holds_new_commands_for_one_bigger_slot() {
             value: Value::Batch(vec![cmd(2, b"q"), cmd(3, b"r")])
         }]
     );
+}
+
+fn with_pre_vote(id: NodeId, st: PersistentState) -> Engine {
+    Engine::new(
+        Options {
+            pre_vote: true,
+            ..opts(id)
+        },
+        st,
+    )
+}
+
+#[test]
+fn with_pre_vote_a_timeout_asks_first_and_changes_nothing_durable() {
+    let mut a = with_pre_vote(A, PersistentState::empty(cfg()));
+    let r = campaign(&mut a);
+    let ask = Message::PreVote {
+        round: 1,
+        from_slot: 1,
+    };
+    assert_eq!(
+        r,
+        Ready {
+            send_now: vec![(B, ask.clone()), (C, ask)],
+            ..Ready::default()
+        }
+    );
+    assert_eq!(a.status().ballot, Ballot::ZERO);
+    // A refusal (B still hears a leader) changes nothing either.
+    a.step(
+        B,
+        Message::PreVoteResp {
+            round: 1,
+            granted: false,
+            promised: Ballot::ZERO,
+        },
+    );
+    assert!(a.ready().is_empty());
+    // One yes makes a quorum with its own: now it campaigns, at the round it asked about.
+    a.step(
+        C,
+        Message::PreVoteResp {
+            round: 1,
+            granted: true,
+            promised: Ballot::ZERO,
+        },
+    );
+    let r = a.ready();
+    assert_eq!(r.persist, vec![Record::Promise(ballot(1, A))]);
+    assert!(r
+        .send_after_persist
+        .iter()
+        .any(|(to, m)| *to == B
+            && matches!(m, Message::Prepare { ballot: b, .. } if *b == ballot(1, A))));
+}
+
+#[test]
+fn a_pre_vote_is_refused_while_a_leader_is_heard_and_granted_after() {
+    let mut b = follower_b(&[]);
+    b.step(
+        C,
+        Message::PreVote {
+            round: 5,
+            from_slot: 1,
+        },
+    );
+    let no = Message::PreVoteResp {
+        round: 5,
+        granted: false,
+        promised: ballot(1, A),
+    };
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_now: vec![(C, no)],
+            ..Ready::default()
+        }
+    );
+    // Answering changed nothing: B still follows A at 1.A.
+    assert_eq!(b.status().leader, Some(A));
+    assert_eq!(b.status().ballot, ballot(1, A));
+    // A pre-vote at a round not above the promise is refused even without a leader.
+    let mut fresh = engine(B, state(ballot(5, A), &[]));
+    fresh.step(
+        C,
+        Message::PreVote {
+            round: 4,
+            from_slot: 1,
+        },
+    );
+    assert!(matches!(
+        fresh.ready().send_now[..],
+        [(C, Message::PreVoteResp { granted: false, .. })]
+    ));
+    fresh.step(
+        C,
+        Message::PreVote {
+            round: 6,
+            from_slot: 1,
+        },
+    );
+    let r = fresh.ready();
+    assert!(matches!(
+        r.send_now[..],
+        [(C, Message::PreVoteResp { granted: true, .. })]
+    ));
+    assert!(r.persist.is_empty(), "a pre-vote is not a promise");
+}
+
+#[test]
+fn a_node_that_hears_nobody_keeps_its_ballot_and_does_not_depose_the_leader() {
+    // C is cut off: its timeouts fire again and again; with pre-vote unanswered its ballot
+    // never rises, so when it is heard again the leader's accepts are still taken.
+    let mut c = with_pre_vote(C, PersistentState::empty(cfg()));
+    for _ in 0..20 {
+        for _ in 0..200 {
+            c.tick();
+        }
+        let r = c.ready();
+        assert!(r.persist.is_empty());
+        assert!(r
+            .send_now
+            .iter()
+            .all(|(_, m)| matches!(m, Message::PreVote { .. })));
+    }
+    assert_eq!(c.status().ballot, Ballot::ZERO);
+    let mut a = leader_a();
+    a.propose(cmd(1, b"x")).unwrap();
+    let r = a.ready();
+    let (_, accept) = r
+        .send_now
+        .iter()
+        .chain(&r.send_after_persist)
+        .find(|(to, m)| *to == C && matches!(m, Message::Accept { .. }))
+        .expect("an accept for C")
+        .clone();
+    c.step(A, accept);
+    let r = c.ready();
+    assert_eq!(
+        r.persist.len(),
+        2,
+        "promise 1.A and the accepted value: {r:?}"
+    );
+    assert!(r.send_after_persist.iter().any(|(to, m)| *to == A
+        && matches!(m, Message::Accepted { ballot: b, slot: 1 } if *b == ballot(1, A))));
+}
+
+#[test]
+fn without_pre_vote_a_node_that_hears_nobody_raises_its_ballot() {
+    // The counterpart of the test above: what pre-vote prevents.
+    let mut c = engine(C, PersistentState::empty(cfg()));
+    for _ in 0..200 {
+        c.tick();
+    }
+    c.ready();
+    assert!(c.status().ballot > ballot(1, A));
 }

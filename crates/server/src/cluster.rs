@@ -343,41 +343,30 @@ pub(crate) async fn membership_task(h: Handle) {
     let mut ctl = core.ctl_changes.subscribe();
     let mut consensus = core.consensus.subscribe();
     let mut leader_since: Option<Instant> = None;
-    // Since when no leader is known, and when the peers were last asked about it.
-    let mut leaderless_since: Option<Instant> = None;
-    let mut asked: Option<Instant> = None;
     // Re-register only a node that was registered and then removed: a joiner still
     // catching up does not see its own registration yet.
     let mut seen_registered = false;
     let mut refreshed = false;
     let period = (core.cfg.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
+        let waited = Instant::now();
         tokio::select! {
             _ = core.stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
             r = ctl.changed() => if r.is_err() { return },
             r = consensus.changed() => if r.is_err() { return },
         }
+        // The timer fired late: the process was frozen. (The driver notices too, but this
+        // task may wake first, and must not take its own stall for its peers' silence.)
+        let gap = waited.elapsed();
+        if gap > period + core.stall_threshold() {
+            core.note_stall(gap);
+        }
         let cons = core.consensus.borrow().clone();
         if cons.leader.is_none() {
             leader_since = None;
-            let since = *leaderless_since.get_or_insert_with(Instant::now);
-            // Cheap for the peers (answered from their applied state), so soon: a working
-            // cluster elects a leader well within this.
-            let patience = core
-                .cfg
-                .timeout
-                .clamp(Duration::from_secs(1), Duration::from_secs(3));
-            // Only a node that thinks it votes: a learner is led as soon as there is a leader.
-            let votes = cons.in_force.voters.contains(&core.id);
-            if votes && since.elapsed() >= patience && asked.is_none_or(|t| t.elapsed() >= patience)
-            {
-                asked = Some(Instant::now());
-                ask_if_removed(&core).await;
-            }
             continue;
         }
-        leaderless_since = None;
         if cons.is_leader {
             let since = *leader_since.get_or_insert_with(Instant::now);
             reap_silent(&h, since).await;
@@ -389,6 +378,48 @@ pub(crate) async fn membership_task(h: Handle) {
             refreshed = refresh_registration(&h).await;
         }
         claim_slot(&h, &mut seen_registered).await;
+    }
+}
+
+/// Runs for the node's life, beside [`membership_task`] (whose writes may wait for their
+/// deadline): a node that hears no leader for a while asks its peers whether it was removed.
+pub(crate) async fn leaderless_task(core: Arc<Core>) {
+    let mut consensus = core.consensus.subscribe();
+    // Since when no leader is known, and when the peers were last asked about it.
+    let mut leaderless_since: Option<Instant> = None;
+    let mut asked: Option<Instant> = None;
+    // Cheap for the peers (answered from their applied state), so soon: a working cluster
+    // elects a leader well within this.
+    let patience = core
+        .cfg
+        .timeout
+        .clamp(Duration::from_secs(1), Duration::from_secs(3));
+    loop {
+        tokio::select! {
+            _ = core.stop.cancelled() => return,
+            _ = tokio::time::sleep(patience / 4) => {}
+            r = consensus.changed() => if r.is_err() { return },
+        }
+        let cons = core.consensus.borrow().clone();
+        if cons.leader.is_some() {
+            leaderless_since = None;
+            continue;
+        }
+        let since = *leaderless_since.get_or_insert_with(Instant::now);
+        // A node that thinks it votes, or that saw itself removed: a registered learner is
+        // led as soon as there is a leader, and nobody leads a removed one.
+        let votes = cons.in_force.voters.contains(&core.id);
+        let registered = core
+            .store
+            .get(&format!("/ctl/node/{}/addr", core.id), None)
+            .is_ok_and(|(_, rev)| rev > 0);
+        if (votes || !registered)
+            && since.elapsed() >= patience
+            && asked.is_none_or(|t| t.elapsed() >= patience)
+        {
+            asked = Some(Instant::now());
+            ask_if_removed(&core).await;
+        }
     }
 }
 
@@ -543,7 +574,9 @@ async fn reap_silent(h: &Handle, leader_since: Instant) {
             continue;
         }
         let heard = core.heard.lock().expect("heard lock").get(&v).copied();
-        let last = heard.map_or(leader_since, |t| t.max(leader_since));
+        let stalled = *core.stalled_at.lock().expect("stalled_at lock");
+        let since = stalled.map_or(leader_since, |t| t.max(leader_since));
+        let last = heard.map_or(since, |t| t.max(since));
         if now.duration_since(last) < core.cfg.timeout {
             continue;
         }

@@ -75,7 +75,7 @@ impl Default for NodeConfig {
             tick: Duration::from_millis(10),
             retain_slots: 4096,
             alpha: 50,
-            max_inflight: 2,
+            max_inflight: 1,
         }
     }
 }

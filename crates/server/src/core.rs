@@ -60,6 +60,9 @@ pub(crate) struct Core {
     pub events: broadcast::Sender<Event>,
     pub peers: PeerNet,
     pub heard: Mutex<HashMap<NodeId, Instant>>,
+    /// When this node last resumed from a stall (the process was frozen, or starved of
+    /// CPU): peers are not silent for the time it did not run.
+    pub stalled_at: Mutex<Option<Instant>>,
     pub seq: AtomicU64,
     pub read_ctx: AtomicU64,
     pub stop: CancellationToken,
@@ -74,6 +77,17 @@ impl Core {
             .lock()
             .expect("heard lock")
             .insert(peer, Instant::now());
+    }
+
+    /// A gap between two wake-ups longer than this means the node itself did not run.
+    pub fn stall_threshold(&self) -> Duration {
+        (self.cfg.timeout / 2).min(Duration::from_secs(1))
+    }
+
+    /// Notes that this node just resumed from a stall of `gap`.
+    pub fn note_stall(&self, gap: Duration) {
+        tracing::warn!(stalled_for = ?gap, "this node did not run for a while");
+        *self.stalled_at.lock().expect("stalled_at lock") = Some(Instant::now());
     }
 
     fn check_failed(&self) -> Result<(), NodeError> {

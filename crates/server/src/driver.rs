@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready, Slot};
 use doozer_store::{Batch, Commit, SnapshotMeta};
@@ -52,6 +53,8 @@ pub(crate) struct Driver {
     applied: Applied,
     leader: Option<NodeId>,
     snapshot_busy: bool,
+    /// When the last tick was handled (stall detection).
+    last_tick: Instant,
 }
 
 impl Driver {
@@ -77,6 +80,7 @@ impl Driver {
             applied,
             leader: None,
             snapshot_busy: false,
+            last_tick: Instant::now(),
         }
     }
 
@@ -99,7 +103,7 @@ impl Driver {
                     Some(c) => if !self.on_completion(c) { break },
                     None => break,
                 },
-                _ = tick.tick() => self.engine.tick(),
+                _ = tick.tick() => self.on_tick(),
                 i = self.inputs.recv() => match i {
                     Some(i) => {
                         self.on_input(i);
@@ -125,6 +129,18 @@ impl Driver {
             }
         }
         self.fail_all();
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let gap = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        // Missed ticks are skipped, so a frozen node's engine sees no time pass; the failure
+        // detector (wall clock) must not count it either.
+        if gap > self.core.stall_threshold() {
+            self.core.note_stall(gap);
+        }
+        self.engine.tick();
     }
 
     fn on_input(&mut self, i: Input) {
@@ -348,6 +364,7 @@ impl Driver {
                 "voters in force"
             );
             self.core.consensus.send_modify(|c| c.in_force = cfg);
+            self.refresh_peers();
         }
     }
 
@@ -355,6 +372,17 @@ impl Driver {
     fn refresh_peers(&mut self) {
         let addrs = crate::cluster::node_addrs(&self.core.store);
         let mut book: BTreeMap<NodeId, String> = addrs;
+        // A removed voter still votes until its removal is in force (the alpha rule), and
+        // must hear the slots up to it: keep its link until then.
+        for cfg in self.in_force.values() {
+            for v in &cfg.voters {
+                if !book.contains_key(v) {
+                    if let Some(addr) = self.core.peers.addr_of(*v) {
+                        book.insert(*v, addr);
+                    }
+                }
+            }
+        }
         book.remove(&self.core.id);
         self.core.peers.set_all(&book);
     }

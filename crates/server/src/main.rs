@@ -95,7 +95,7 @@ struct Args {
     alpha: u64,
 
     /// Slots of new commands a leader keeps in flight at most (0: up to alpha).
-    #[arg(long, hide = true, default_value_t = 2)]
+    #[arg(long, hide = true, default_value_t = 1)]
     max_inflight: u64,
 
     #[command(subcommand)]
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(c.hist_revs, 100_000);
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.write_deadline, Duration::from_secs(10));
-        assert_eq!((c.alpha, c.max_inflight), (50, 2));
+        assert_eq!((c.alpha, c.max_inflight), (50, 1));
     }
 
     #[test]

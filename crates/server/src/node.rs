@@ -283,6 +283,7 @@ impl Node {
             events: broadcast::channel(4096).0,
             peers: PeerNet::new(id, cluster.clone(), stop.clone()),
             heard: Mutex::new(HashMap::new()),
+            stalled_at: Mutex::new(None),
             seq: AtomicU64::new(seq0),
             read_ctx: AtomicU64::new(1),
             stop: stop.clone(),
@@ -357,6 +358,7 @@ impl Node {
             tasks.push(tokio::spawn(crate::web::serve(handle.clone(), l, clients)));
             crate::web::log_listening(a);
         }
+        tasks.push(tokio::spawn(cluster::leaderless_task(handle.core.clone())));
         tasks.push(tokio::spawn(cluster::membership_task(handle)));
         tracing::info!(%id, listen = %addr, "doozerd ready");
         Ok(Node {

@@ -97,6 +97,8 @@ pub struct Profile {
     pub max_batch_cmds: usize,
     /// The leader's bound on slots of new commands in flight.
     pub max_inflight: u64,
+    /// Engine option: ask before campaigning.
+    pub pre_vote: bool,
     /// Engine option.
     pub max_pending: usize,
     /// Engine option.
@@ -167,6 +169,7 @@ impl Profile {
             max_pending: pick(rng, &[4, 64, 1024]),
             retain_decided: pick(rng, &[4, 16, 1000]),
             max_inflight: pick(rng, &[1, 2, 4, u64::MAX]),
+            pre_vote: rng.gen_bool(0.75),
             planted,
         }
     }
@@ -175,7 +178,7 @@ impl Profile {
     pub fn describe(&self) -> String {
         format!(
             "{:?} drop={} dup={} delay={:?} long={}/{} crash={} down={:?} power={} pause={}/{:?} skew={} slow_disks={} part={} part_len={:?} fsync={}/{} \
-             clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} inflight={} pending={} retain={} planted={:?}",
+             clients={}x{} new={} read={} alpha={} hb={} elect={:?} batch={} inflight={} prevote={} pending={} retain={} planted={:?}",
             self.shape,
             self.net.drop_p,
             self.net.dup_p,
@@ -202,6 +205,7 @@ impl Profile {
             self.election_ticks,
             self.max_batch_cmds,
             self.max_inflight,
+            self.pre_vote,
             self.max_pending,
             self.retain_decided,
             self.planted,

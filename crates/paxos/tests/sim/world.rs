@@ -235,6 +235,7 @@ impl World {
             election_ticks: self.profile.election_ticks,
             max_batch_cmds: self.profile.max_batch_cmds,
             max_inflight: self.profile.max_inflight,
+            pre_vote: self.profile.pre_vote,
             max_batch_bytes: 1 << 20,
             max_pending: self.profile.max_pending,
             retain_decided: self.profile.retain_decided,
