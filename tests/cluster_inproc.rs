@@ -196,3 +196,42 @@ async fn three_nodes_join_and_agree_then_lose_quorum() {
     );
     seed.shutdown().await;
 }
+
+/// Sessions are answered as soon as a write is applied in memory, before this node's commit
+/// is flushed; `write` (what embedders call) still returns only once the store shows it, and
+/// REV never reports less than a revision already answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_writes_are_counted_by_rev_and_written_ones_are_readable() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(cfg(dir.path(), vec![])).await.unwrap();
+    let h = node.handle();
+    for i in 0..300 {
+        let op = set(&format!("/early/{}", i % 7), -1, &format!("v{i}"));
+        let rev = match h.write_answered(op, DEADLINE).await {
+            Ok(WriteResult::Ok { rev }) => rev,
+            other => panic!("write failed: {other:?}"),
+        };
+        assert!(
+            h.rev() >= rev,
+            "REV {} below an answered write's {rev}",
+            h.rev()
+        );
+        // A read at the answered revision waits for it rather than failing.
+        h.wait_applied_rev(rev, Some(DEADLINE)).await.unwrap();
+        assert_eq!(
+            h.store()
+                .get(&format!("/early/{}", i % 7), Some(rev))
+                .unwrap(),
+            (Bytes::from(format!("v{i}")), rev)
+        );
+        // `write` returns with the store showing the write.
+        let rev2 = ok_rev(&h, set("/early/w", -1, &format!("w{i}"))).await;
+        assert!(h.store().rev() >= rev2);
+        assert_eq!(
+            h.store().get("/early/w", None).unwrap(),
+            (Bytes::from(format!("w{i}")), rev2)
+        );
+    }
+    node.shutdown().await;
+}

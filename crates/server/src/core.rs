@@ -1,7 +1,7 @@
 //! The state shared by a node's tasks, and its [`NodeHandle`] implementation.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub(crate) struct Core {
     /// CPU): peers are not silent for the time it did not run.
     pub stalled_at: Mutex<Option<Instant>>,
     pub seq: AtomicU64,
+    /// The highest revision a local write was answered with (REV never reports less).
+    pub answered_rev: AtomicI64,
     pub read_ctx: AtomicU64,
     pub stop: CancellationToken,
     /// Set when storage failed: the node no longer applies anything.
@@ -220,6 +222,24 @@ impl NodeHandle for Handle {
     }
 
     async fn write(&self, op: Op, deadline: Duration) -> Result<WriteResult, NodeError> {
+        let until = tokio::time::Instant::now() + deadline;
+        let r = self.write_answered(op, deadline).await?;
+        let rev = match r {
+            WriteResult::Ok { rev } | WriteResult::Err { rev, .. } => rev,
+        };
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_applied_rev(rev, Some(left)).await?;
+        Ok(r)
+    }
+
+    fn rev(&self) -> i64 {
+        self.core
+            .store
+            .rev()
+            .max(self.core.answered_rev.load(Ordering::Acquire))
+    }
+
+    async fn write_answered(&self, op: Op, deadline: Duration) -> Result<WriteResult, NodeError> {
         let core = &*self.core;
         core.check_failed()?;
         let id = CommandId {
@@ -329,6 +349,7 @@ pub(crate) fn answer_write(core: &Core, id: CommandId, r: ApplyResult) {
         return;
     }
     if let Some(tx) = core.writes.lock().expect("writes lock").remove(&id) {
+        core.answered_rev.fetch_max(r.rev(), Ordering::AcqRel);
         let _ = tx.send(to_write_result(r));
     }
 }

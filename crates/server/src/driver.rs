@@ -262,6 +262,16 @@ impl Driver {
 
     /// Handles a finished transaction. Returns false if storage failed.
     fn on_completion(&mut self, c: Completion) -> bool {
+        if c.early {
+            // Answers only; state, events and persisted messages follow with the full
+            // completion once the transaction is durable.
+            if let Ok(commit) = c.result {
+                for (id, r) in commit.results {
+                    answer_write(&self.core, id, r);
+                }
+            }
+            return true;
+        }
         let commit: Commit = match c.result {
             Ok(commit) => commit,
             Err(e) => {

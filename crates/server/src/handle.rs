@@ -45,12 +45,29 @@ pub trait NodeHandle: Clone + Send + Sync + 'static {
     /// The local store, for reads (already applied state).
     fn store(&self) -> &Store;
     /// Proposes `op` through consensus (forwarded to the leader if needed) and returns once it
-    /// is decided, durable on a majority and applied locally.
+    /// is decided, durable on a majority and applied locally (the local store shows it).
     fn write(
         &self,
         op: Op,
         deadline: Duration,
     ) -> impl std::future::Future<Output = Result<WriteResult, NodeError>> + Send;
+    /// [`NodeHandle::write`] that returns as soon as the result is known: decided, durable
+    /// on a majority and applied in this node's memory, but perhaps not yet readable from
+    /// the local store (its commit is still being flushed). Reads through
+    /// [`NodeHandle::read_barrier`] or at its revision wait for it, and [`NodeHandle::rev`]
+    /// already counts it. Client sessions answer from here.
+    fn write_answered(
+        &self,
+        op: Op,
+        deadline: Duration,
+    ) -> impl std::future::Future<Output = Result<WriteResult, NodeError>> + Send {
+        self.write(op, deadline)
+    }
+    /// The revision REV reports: the store's, or a later one this node has already answered
+    /// a write with (so a client never sees REV below its own write).
+    fn rev(&self) -> i64 {
+        self.store().rev()
+    }
     /// Linearizable read barrier: returns once this node has applied everything decided
     /// before the call (read index confirmed by a quorum).
     fn read_barrier(

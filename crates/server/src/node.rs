@@ -285,6 +285,7 @@ impl Node {
             heard: Mutex::new(HashMap::new()),
             stalled_at: Mutex::new(None),
             seq: AtomicU64::new(seq0),
+            answered_rev: std::sync::atomic::AtomicI64::new(0),
             read_ctx: AtomicU64::new(1),
             stop: stop.clone(),
             failed: Mutex::new(None),

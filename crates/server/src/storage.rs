@@ -24,10 +24,14 @@ pub(crate) enum Job {
     Install(PathBuf, oneshot::Sender<Result<SnapshotMeta, String>>),
 }
 
-/// The outcome of one transaction: it covers `batches` consecutive `Job::Commit`s.
+/// The outcome of one transaction: it covers `batches` consecutive `Job::Commit`s. Before
+/// it, a completion with `early` set (and `batches` 0) carries the commands' results as soon
+/// as they are applied in memory: decided slots are durable on a majority already, so the
+/// clients waiting for them need not wait for this node's fsync too.
 pub(crate) struct Completion {
     pub batches: usize,
     pub result: Result<Commit, String>,
+    pub early: bool,
 }
 
 /// Handle to the storage thread; dropping every sender stops it.
@@ -138,11 +142,27 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Co
                     })
                     .sum::<u64>();
                 let t = std::time::Instant::now();
-                let result = store.commit(batch).map_err(|e| e.to_string());
+                let result = store
+                    .commit_with(batch, |results| {
+                        let _ = done.send(Completion {
+                            batches: 0,
+                            result: Ok(Commit {
+                                results: results.to_vec(),
+                                ..Commit::default()
+                            }),
+                            early: true,
+                        });
+                    })
+                    .map_err(|e| e.to_string());
                 stats.busy += t.elapsed();
                 stats.maybe_log(&mut since);
                 let failed = result.is_err();
-                if done.send(Completion { batches, result }).is_err() || failed {
+                let c = Completion {
+                    batches,
+                    result,
+                    early: false,
+                };
+                if done.send(c).is_err() || failed {
                     // After a failed commit nothing later may be written: the driver
                     // stops the node.
                     return;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use doozer_paxos::{Ballot, Config, PersistentState, Record, Slot, Value};
+use doozer_paxos::{Ballot, CommandId, Config, PersistentState, Record, Slot, Value};
 use doozer_proto::Glob;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tracing::{debug_span, info, warn};
@@ -583,6 +583,19 @@ impl Store {
     /// decided slot applied in order. Slots at or below the applied one are skipped; a slot
     /// beyond the next one is [`StoreError::SlotGap`] and nothing is written.
     pub fn commit(&self, batch: Batch) -> Result<Commit> {
+        self.commit_with(batch, |_| {})
+    }
+
+    /// [`Store::commit`], calling `applied` with the commands' results as soon as they are
+    /// applied in memory, before the transaction is durable and before readers see them. A
+    /// decided slot is durable on a majority of acceptors already, so a server may answer
+    /// its clients from there; should this commit then fail, the node stops and learns the
+    /// slots again from its peers.
+    pub fn commit_with(
+        &self,
+        batch: Batch,
+        applied: impl FnOnce(&[(CommandId, ApplyResult)]),
+    ) -> Result<Commit> {
         let _span = debug_span!(
             "store_commit",
             records = batch.records.len(),
@@ -591,7 +604,13 @@ impl Store {
         .entered();
         let opts = self.inner.opts.clone();
         let ckpt = self.inner.ckpt.done();
-        self.write(move |txn, st, sh, dedup| apply_batch(txn, st, sh, batch, &opts, dedup, ckpt))
+        self.write(move |txn, st, sh, dedup| {
+            let out = apply_batch(txn, st, sh, batch, &opts, dedup, ckpt)?;
+            if !out.0.results.is_empty() {
+                applied(&out.0.results);
+            }
+            Ok(out)
+        })
     }
 
     /// The current (last applied) revision.

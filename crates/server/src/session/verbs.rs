@@ -103,7 +103,7 @@ async fn write<H: NodeHandle>(
     op: Op,
     verb: Verb,
 ) -> Response {
-    match h.write(op, cfg.deadline).await {
+    match h.write_answered(op, cfg.deadline).await {
         // SET answers the new rev; DEL and NOP answer with the tag only.
         Ok(WriteResult::Ok { rev }) if verb == Verb::Set => Response::ok(tag).with_rev(rev),
         Ok(WriteResult::Ok { .. }) => Response::ok(tag),
@@ -140,7 +140,7 @@ pub fn plan<H: NodeHandle>(h: &H, cfg: &SessionConfig, rights: &mut Rights, req:
         ..
     } = req;
     match verb {
-        Verb::Rev => reply(Response::ok(tag).with_rev(h.store().rev())),
+        Verb::Rev => reply(Response::ok(tag).with_rev(h.rev())),
         Verb::SelfId => reply(Response::ok(tag).with_value(Bytes::from(h.self_id()))),
         Verb::Access => {
             // A missing value is the empty secret, as Go's nil []byte was.
