@@ -72,6 +72,8 @@ pub struct Engine {
     pub(crate) failed_campaigns: u32,
     /// A pre-vote under way (role `Follower`).
     pub(crate) pre_vote: Option<PreVote>,
+    /// The driver asks to hold new batches back (its storage is busy).
+    pub(crate) hold_batches: bool,
 
     // Proposals.
     /// Commands waiting for a slot (leader) or to be forwarded (follower).
@@ -132,6 +134,7 @@ impl Engine {
             election_timeout: 0,
             failed_campaigns: 0,
             pre_vote: None,
+            hold_batches: false,
             queue: VecDeque::new(),
             queued_ids: BTreeSet::new(),
             own: BTreeMap::new(),
@@ -287,6 +290,13 @@ impl Engine {
 
     /// Drains the outputs accumulated since the last call. A leader closes batches here: the
     /// commands queued since the last call share slots, as many as the pipeline has room for.
+    /// While `hold` is set, a leader proposes no new batch of commands: they wait in the
+    /// queue and go together in one slot later. A driver whose storage is still flushing can
+    /// set it, since the accept could not be persisted any sooner.
+    pub fn hold_batches(&mut self, hold: bool) {
+        self.hold_batches = hold;
+    }
+
     pub fn ready(&mut self) -> Ready {
         match self.role {
             Role::Leader(_) => self.leader_ready(),

@@ -400,7 +400,7 @@ impl Engine {
                 v
             } else if slot <= l.recovery_end {
                 Value::Noop
-            } else if slot - self.decided.min(slot) > self.opts.max_inflight {
+            } else if slot - self.decided.min(slot) > self.opts.max_inflight || self.hold_batches {
                 // Enough new slots in flight: let the queue grow into a bigger batch.
                 return;
             } else if let Some(batch) = self.take_batch() {

@@ -1503,3 +1503,39 @@ fn without_pre_vote_a_node_that_hears_nobody_raises_its_ballot() {
     c.ready();
     assert!(c.status().ballot > ballot(1, A));
 }
+
+#[test]
+fn held_batches_wait_and_then_go_in_one_slot() {
+    let mut a = leader_a_with(Options {
+        max_batch_cmds: 8,
+        ..opts(A)
+    });
+    a.hold_batches(true);
+    for seq in 1..=3 {
+        a.propose(cmd(seq, b"h")).unwrap();
+        let r = a.ready();
+        assert!(
+            !r.send_now
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Accept { .. })),
+            "nothing proposed while held: {r:?}"
+        );
+    }
+    a.hold_batches(false);
+    let r = a.ready();
+    let accepts: Vec<_> = r
+        .send_now
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Message::Accept { slot, value, .. } if *to == B => Some((*slot, value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        accepts,
+        vec![(
+            1,
+            Value::Batch(vec![cmd(1, b"h"), cmd(2, b"h"), cmd(3, b"h")])
+        )]
+    );
+}

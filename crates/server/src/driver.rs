@@ -183,6 +183,7 @@ impl Driver {
     async fn flush(&mut self) -> bool {
         // Self-addressed messages produce more output; bound the rounds defensively.
         for _ in 0..64 {
+            self.engine.hold_batches(!self.inflight.is_empty());
             let r: Ready = self.engine.ready();
             let idle = r.persist.is_empty()
                 && r.send_now.is_empty()
