@@ -297,6 +297,11 @@ impl Engine {
         self.hold_batches = hold;
     }
 
+    /// Commands waiting for a slot (leader) or to be forwarded (follower).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn ready(&mut self) -> Ready {
         match self.role {
             Role::Leader(_) => self.leader_ready(),

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready, Slot};
+use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready, Slot, Value};
 use doozer_store::{Batch, Commit, SnapshotMeta};
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +38,11 @@ pub(crate) enum Input {
 /// Inputs handled per wake-up before `ready()` is drained (bounds latency of a burst).
 const MAX_BURST: usize = 1024;
 
+/// How long a leader waits for more commands when fewer than half as many as in the last
+/// slot are queued (clients answered together send their next commands together, a few
+/// hundred microseconds later).
+const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
+
 pub(crate) struct Driver {
     core: Arc<Core>,
     engine: Engine,
@@ -55,6 +60,9 @@ pub(crate) struct Driver {
     snapshot_busy: bool,
     /// When the last tick was handled (stall detection).
     last_tick: Instant,
+    /// Commands in the last decided slot, and until when a small queue waits for more.
+    last_batch: usize,
+    gather_until: Option<tokio::time::Instant>,
 }
 
 impl Driver {
@@ -81,6 +89,8 @@ impl Driver {
             leader: None,
             snapshot_busy: false,
             last_tick: Instant::now(),
+            last_batch: 0,
+            gather_until: None,
         }
     }
 
@@ -96,9 +106,12 @@ impl Driver {
         );
         self.publish_in_force();
         loop {
+            let gather = self.gather_until;
             tokio::select! {
                 biased;
                 _ = self.core.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(gather.unwrap_or_else(tokio::time::Instant::now)),
+                    if gather.is_some() => {}
                 c = self.done.recv() => match c {
                     Some(c) => if !self.on_completion(c) { break },
                     None => break,
@@ -129,6 +142,28 @@ impl Driver {
             }
         }
         self.fail_all();
+    }
+
+    /// Whether the leader should hold new batches back now: while its storage is flushing
+    /// (the accept could not be persisted sooner), or for up to [`GATHER`] while the queue
+    /// is small compared with the last slot.
+    fn hold_batches(&mut self) -> bool {
+        if !self.inflight.is_empty() {
+            return true;
+        }
+        let queued = self.engine.queued();
+        if queued == 0 || queued * 2 >= self.last_batch || self.leader != Some(self.core.id) {
+            self.gather_until = None;
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let until = *self.gather_until.get_or_insert(now + GATHER);
+        if now < until {
+            true
+        } else {
+            self.gather_until = None;
+            false
+        }
     }
 
     fn on_tick(&mut self) {
@@ -183,8 +218,12 @@ impl Driver {
     async fn flush(&mut self) -> bool {
         // Self-addressed messages produce more output; bound the rounds defensively.
         for _ in 0..64 {
-            self.engine.hold_batches(!self.inflight.is_empty());
+            let hold = self.hold_batches();
+            self.engine.hold_batches(hold);
             let r: Ready = self.engine.ready();
+            if let Some((_, Value::Batch(cmds))) = r.decided.last() {
+                self.last_batch = cmds.len();
+            }
             let idle = r.persist.is_empty()
                 && r.send_now.is_empty()
                 && r.send_after_persist.is_empty()
