@@ -198,7 +198,7 @@ impl Engine {
             Message::ReadIndexResp { ctx, result } => {
                 self.on_read_index_response(from, ctx, result)
             }
-            Message::PreVote { round, from_slot } => self.on_pre_vote(from, round, from_slot),
+            Message::PreVote { round } => self.on_pre_vote(from, round),
             Message::PreVoteResp {
                 round,
                 granted,

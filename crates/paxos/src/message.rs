@@ -122,13 +122,11 @@ pub enum Message {
         /// The read index or why there is none.
         result: Result<Slot, ReadError>,
     },
-    /// Before campaigning: would the receiver promise a ballot `(round, sender)` for the
-    /// slots from `from_slot` on? Nobody changes any state for it.
+    /// Before campaigning: would the receiver promise a ballot `(round, sender)`? Nobody
+    /// changes any state for it.
     PreVote {
         /// The round the sender would campaign at.
         round: u64,
-        /// First slot the sender does not know decided.
-        from_slot: Slot,
     },
     /// The answer to [`Message::PreVote`].
     PreVoteResp {

@@ -42,7 +42,7 @@ impl Engine {
         let id = self.id();
         for v in self.configs.voters_in(from_slot, window_end) {
             if v != id {
-                self.send_now(v, Message::PreVote { round, from_slot });
+                self.send_now(v, Message::PreVote { round });
             }
         }
         self.pre_vote = Some(PreVote {
@@ -54,7 +54,7 @@ impl Engine {
 
     /// Would this node promise `from` at `round`? Changes nothing here: not the promise, not
     /// the leader believed, not the election timer.
-    pub(crate) fn on_pre_vote(&mut self, from: NodeId, round: u64, _from_slot: Slot) {
+    pub(crate) fn on_pre_vote(&mut self, from: NodeId, round: u64) {
         if from == self.id() {
             return;
         }

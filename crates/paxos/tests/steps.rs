@@ -1362,10 +1362,7 @@ fn with_pre_vote(id: NodeId, st: PersistentState) -> Engine {
 fn with_pre_vote_a_timeout_asks_first_and_changes_nothing_durable() {
     let mut a = with_pre_vote(A, PersistentState::empty(cfg()));
     let r = campaign(&mut a);
-    let ask = Message::PreVote {
-        round: 1,
-        from_slot: 1,
-    };
+    let ask = Message::PreVote { round: 1 };
     assert_eq!(
         r,
         Ready {
@@ -1405,13 +1402,7 @@ fn with_pre_vote_a_timeout_asks_first_and_changes_nothing_durable() {
 #[test]
 fn a_pre_vote_is_refused_while_a_leader_is_heard_and_granted_after() {
     let mut b = follower_b(&[]);
-    b.step(
-        C,
-        Message::PreVote {
-            round: 5,
-            from_slot: 1,
-        },
-    );
+    b.step(C, Message::PreVote { round: 5 });
     let no = Message::PreVoteResp {
         round: 5,
         granted: false,
@@ -1429,24 +1420,12 @@ fn a_pre_vote_is_refused_while_a_leader_is_heard_and_granted_after() {
     assert_eq!(b.status().ballot, ballot(1, A));
     // A pre-vote at a round not above the promise is refused even without a leader.
     let mut fresh = engine(B, state(ballot(5, A), &[]));
-    fresh.step(
-        C,
-        Message::PreVote {
-            round: 4,
-            from_slot: 1,
-        },
-    );
+    fresh.step(C, Message::PreVote { round: 4 });
     assert!(matches!(
         fresh.ready().send_now[..],
         [(C, Message::PreVoteResp { granted: false, .. })]
     ));
-    fresh.step(
-        C,
-        Message::PreVote {
-            round: 6,
-            from_slot: 1,
-        },
-    );
+    fresh.step(C, Message::PreVote { round: 6 });
     let r = fresh.ready();
     assert!(matches!(
         r.send_now[..],

@@ -409,11 +409,7 @@ pub(crate) async fn leaderless_task(core: Arc<Core>) {
         // A node that thinks it votes, or that saw itself removed: a registered learner is
         // led as soon as there is a leader, and nobody leads a removed one.
         let votes = cons.in_force.voters.contains(&core.id);
-        let registered = core
-            .store
-            .get(&format!("/ctl/node/{}/addr", core.id), None)
-            .is_ok_and(|(_, rev)| rev > 0);
-        if (votes || !registered)
+        if (votes || !is_registered(&core))
             && since.elapsed() >= patience
             && asked.is_none_or(|t| t.elapsed() >= patience)
         {
@@ -519,14 +515,18 @@ async fn push_membership(h: &Handle) {
     }
 }
 
+/// Whether this node's `/ctl/node/<id>/addr` is in its applied state.
+fn is_registered(core: &Core) -> bool {
+    core.store
+        .get(&format!("/ctl/node/{}/addr", core.id), None)
+        .is_ok_and(|(_, rev)| rev > 0)
+}
+
 async fn claim_slot(h: &Handle, seen_registered: &mut bool) {
     let core = &h.core;
     let me = core.id.to_string();
     let store = &core.store;
-    let registered = store
-        .get(&format!("/ctl/node/{me}/addr"), None)
-        .is_ok_and(|(_, rev)| rev > 0);
-    if registered {
+    if is_registered(core) {
         *seen_registered = true;
     } else if *seen_registered {
         tracing::info!("this node was removed from the cluster; registering again");

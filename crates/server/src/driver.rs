@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready, Slot, Value};
 use doozer_store::{Batch, Commit, SnapshotMeta};
@@ -41,7 +41,7 @@ const MAX_BURST: usize = 1024;
 /// How long a leader waits for more commands when fewer than half as many as in the last
 /// slot are queued (clients answered together send their next commands together, a few
 /// hundred microseconds later).
-const GATHER: std::time::Duration = std::time::Duration::from_micros(300);
+const GATHER: Duration = Duration::from_micros(300);
 
 pub(crate) struct Driver {
     core: Arc<Core>,
@@ -147,7 +147,7 @@ impl Driver {
     /// Whether the leader should hold new batches back now: while its storage is flushing
     /// (the accept could not be persisted sooner), or for up to [`GATHER`] while the queue
     /// is small compared with the last slot.
-    fn hold_batches(&mut self) -> bool {
+    fn should_hold_batches(&mut self) -> bool {
         if !self.inflight.is_empty() {
             return true;
         }
@@ -218,7 +218,7 @@ impl Driver {
     async fn flush(&mut self) -> bool {
         // Self-addressed messages produce more output; bound the rounds defensively.
         for _ in 0..64 {
-            let hold = self.hold_batches();
+            let hold = self.should_hold_batches();
             self.engine.hold_batches(hold);
             let r: Ready = self.engine.ready();
             if let Some((_, Value::Batch(cmds))) = r.decided.last() {
