@@ -3,7 +3,8 @@
 # (one client's latency, then N concurrent clients' throughput, 100-byte sets), stops it.
 # Usage: scripts/bench.sh [CLIENTS] [SECS]   (NO_BUILD=1 skips the build; BIN= picks binaries;
 # EXTRA="--flag v" is passed to every node; STATS=1 prints each node's storage-thread stats:
-# commits, batches merged, records, slots, commands, time per commit)
+# commits, batches merged, records, slots, commands, time per commit). After the concurrent
+# phase it prints the nodes' CPU time per set and how busy the machine was.
 set -euo pipefail
 CLIENTS=${1:-64}
 SECS=${2:-10}
@@ -39,7 +40,25 @@ for _ in $(seq 600); do
   sleep 0.05
 done
 echo "cluster: $A0 $A1 $A2; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100
+# CPU time (user + system, in clock ticks) of the nodes, and of the machine's busy time.
+node_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(cut -d' ' -f14 /proc/$p/stat) + $(cut -d' ' -f15 /proc/$p/stat))); done; echo $t; }
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+"$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100 |
+  while IFS= read -r line; do
+    case "$line" in
+    starting*) c0=$(node_ticks); b0=$(busy_ticks); t0=$(date +%s%N) ;;
+    "$CLIENTS clients:"*)
+      echo "$line"
+      c1=$(node_ticks); b1=$(busy_ticks); t1=$(date +%s%N)
+      sets=$(echo "$line" | awk '{print $3}')
+      # The nodes' CPU per set is steadier than the rate on a machine whose speed drifts.
+      awk -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v n="$sets" -v hz="$(getconf CLK_TCK)" \
+        -v ns="$((t1 - t0))" -v cpus="$(nproc)" 'BEGIN {
+          printf "nodes CPU: %.1f us per set; machine busy %.0f%% of %d CPUs\n",
+            c / hz * 1e6 / n, b / hz / (ns / 1e9) / cpus * 100, cpus }' ;;
+    *) echo "$line" ;;
+    esac
+  done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${STATS:-}" ]; then
   sleep 5.5 # the storage thread logs its counters every 5 s

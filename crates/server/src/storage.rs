@@ -63,6 +63,9 @@ struct Stats {
     records: u64,
     slots: u64,
     cmds: u64,
+    /// Commits with acceptor records only, and with decided slots only.
+    records_only: u64,
+    decided_only: u64,
     busy: std::time::Duration,
 }
 
@@ -80,6 +83,8 @@ impl Stats {
             records = self.records,
             slots = self.slots,
             cmds = self.cmds,
+            records_only = self.records_only,
+            decided_only = self.decided_only,
             busy_ms = self.busy.as_millis() as u64,
             us_per_commit = (self.busy.as_micros() as u64) / self.commits,
             "storage stats"
@@ -130,6 +135,8 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Co
                     }
                 }
                 stats.commits += 1;
+                stats.records_only += u64::from(batch.decided.is_empty());
+                stats.decided_only += u64::from(batch.records.is_empty());
                 stats.batches += batches as u64;
                 stats.records += batch.records.len() as u64;
                 stats.slots += batch.decided.len() as u64;

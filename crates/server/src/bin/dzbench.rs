@@ -101,6 +101,8 @@ async fn main() -> Result<(), String> {
     let (ok, errs, h) = client(a.addrs[0].clone(), 0, d, a.size).await?;
     report("1 client", ok, errs, &h, t.elapsed());
 
+    // Tells a wrapper (scripts/bench.sh) when to start measuring the concurrent phase.
+    println!("starting {} clients", a.clients);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..a.clients {
