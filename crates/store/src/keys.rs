@@ -7,7 +7,7 @@
 //! directories need no rows of their own: a directory exists while a key lies under it.
 
 /// The separator byte that stands for `/` in keys.
-const SEP: u8 = 0x01;
+pub(crate) const SEP: u8 = 0x01;
 
 /// The key of `path` (which must be a valid path).
 pub fn path_key(path: &str) -> Vec<u8> {

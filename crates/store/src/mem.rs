@@ -73,6 +73,10 @@ pub(crate) struct Mem {
     undo: HashMap<Bytes, VecDeque<(u64, Option<FileVal>)>, PathHasher>,
     /// Every key of `files` and `undo`, in order.
     keys: BTreeSet<Bytes>,
+    /// Directory key (a file key's prefix before one of its separators) -> how many current
+    /// files lie below it. Whether a path is a directory now is one hash look-up, where a
+    /// range search of `keys` cost a creating SET several ordered descents.
+    dirs: HashMap<Bytes, u32, PathHasher>,
     undo_count: usize,
     /// rev -> what took it, for every revision above `min(floor, rev - dedup window)`.
     pub revs: BTreeMap<u64, RevRec>,
@@ -162,6 +166,9 @@ impl Mem {
         if !self.undo.contains_key(&key) {
             self.keys.insert(key.clone());
         }
+        for i in dir_ends(&key) {
+            *self.dirs.entry(key.slice(..i)).or_insert(0) += 1;
+        }
         self.files.insert(key, f);
     }
 
@@ -171,7 +178,21 @@ impl Mem {
         if !self.undo.contains_key(key) {
             self.keys.remove(key);
         }
+        for i in dir_ends(key) {
+            if let Some(n) = self.dirs.get_mut(&key[..i]) {
+                *n -= 1;
+                if *n == 0 {
+                    self.dirs.remove(&key[..i]);
+                }
+            }
+        }
         Some(old)
+    }
+
+    /// Whether a current file lies below the directory whose key is `dir` (the root's is
+    /// empty, and is always a directory).
+    pub fn is_dir_now(&self, dir: &[u8]) -> bool {
+        dir.is_empty() || self.dirs.contains_key(dir)
     }
 
     /// Records the state of `key` before the change at `rev` (revs arrive in increasing
@@ -207,5 +228,58 @@ impl Mem {
                 self.keys.remove(key);
             }
         }
+    }
+}
+
+/// The lengths of the directory keys above a file key: the positions of its separators but
+/// the leading one (the root).
+fn dir_ends(key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    key.iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, &b)| b == crate::keys::SEP)
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{child_prefix, key_path, path_key};
+    use rand::{Rng, SeedableRng};
+
+    /// The directory index agrees with a scan of the current files after random creates and
+    /// removes (including a directory's last file going, and deep paths).
+    #[test]
+    fn directory_index_matches_the_files() {
+        let names = ["a", "b", "c"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut mem = Mem::default();
+        for step in 0..4000 {
+            let depth = rng.gen_range(1..=4);
+            let path: String = (0..depth)
+                .map(|_| format!("/{}", names[rng.gen_range(0..names.len())]))
+                .collect();
+            let key = Bytes::from(path_key(&path));
+            if mem.file(&key).is_some() {
+                mem.remove_file(&key);
+            } else {
+                let f = FileVal {
+                    rev: step,
+                    value: Bytes::new(),
+                };
+                mem.create_file(key, f);
+            }
+            for d in ["/a", "/a/b", "/b/c/a", "/c/c/c", "/a/a/a/a"] {
+                let pre = child_prefix(d);
+                let scanned = mem.files.keys().any(|k| k.starts_with(&pre));
+                assert_eq!(
+                    mem.is_dir_now(&path_key(d)),
+                    scanned,
+                    "{d} at step {step}; files: {:?}",
+                    mem.files.keys().map(|k| key_path(k)).collect::<Vec<_>>()
+                );
+            }
+        }
+        assert!(mem.is_dir_now(&[]));
     }
 }

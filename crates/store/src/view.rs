@@ -59,6 +59,9 @@ impl View<'_> {
         if path == "/" {
             return true;
         }
+        if self.at.is_none() {
+            return self.mem.is_dir_now(&crate::keys::path_key(path));
+        }
         let pre = child_prefix(path);
         self.first_key(&pre, prefix_end(&pre).as_deref()).is_some()
     }
