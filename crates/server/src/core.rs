@@ -9,6 +9,7 @@ use doozer_paxos::{Command, CommandId, NodeId, ProposeError, Slot};
 use doozer_store::{ApplyResult, Event, Op, Store};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::NodeConfig;
 use crate::driver::Input;
@@ -246,40 +247,45 @@ impl NodeHandle for Handle {
             node: core.id,
             seq: core.seq.fetch_add(1, Ordering::Relaxed),
         };
+        // Instrumented, not entered: an entered guard held across awaits would tag whatever
+        // else runs on this thread meanwhile with this write's span.
         let span = tracing::debug_span!("write", seq = id.seq);
-        let _e = span.enter();
-        let (tx, mut rx) = oneshot::channel();
-        core.writes.lock().expect("writes lock").insert(id, tx);
-        let _guard = WriteGuard { core, id };
-        let cmd = Command {
-            id,
-            data: doozer_store::codec::encode_op(&op),
-        };
-        let until = tokio::time::Instant::now() + deadline;
-        self.propose_until(&cmd, until).await?;
-        loop {
-            let next = (tokio::time::Instant::now() + REPROPOSE_AFTER).min(until);
-            match tokio::time::timeout_at(next, &mut rx).await {
-                Ok(Ok(r)) => return Ok(r),
-                Ok(Err(_)) => {
-                    core.check_failed()?;
-                    return Err(NodeError::Shutdown);
-                }
-                Err(_) if next >= until => return Err(NodeError::Timeout),
-                Err(_) => {
-                    // Same command id: the store applies it at most once.
-                    tracing::debug!("write not answered yet; proposing again");
-                    match self.propose_until(&cmd, until).await {
-                        Ok(()) => {}
-                        Err(NodeError::NoLeader | NodeError::Busy) => {
-                            // Already proposed once: its fate is unknown.
-                            return Err(NodeError::Timeout);
+        async move {
+            let (tx, mut rx) = oneshot::channel();
+            core.writes.lock().expect("writes lock").insert(id, tx);
+            let _guard = WriteGuard { core, id };
+            let cmd = Command {
+                id,
+                data: doozer_store::codec::encode_op(&op),
+            };
+            let until = tokio::time::Instant::now() + deadline;
+            self.propose_until(&cmd, until).await?;
+            loop {
+                let next = (tokio::time::Instant::now() + REPROPOSE_AFTER).min(until);
+                match tokio::time::timeout_at(next, &mut rx).await {
+                    Ok(Ok(r)) => return Ok(r),
+                    Ok(Err(_)) => {
+                        core.check_failed()?;
+                        return Err(NodeError::Shutdown);
+                    }
+                    Err(_) if next >= until => return Err(NodeError::Timeout),
+                    Err(_) => {
+                        // Same command id: the store applies it at most once.
+                        tracing::debug!("write not answered yet; proposing again");
+                        match self.propose_until(&cmd, until).await {
+                            Ok(()) => {}
+                            Err(NodeError::NoLeader | NodeError::Busy) => {
+                                // Already proposed once: its fate is unknown.
+                                return Err(NodeError::Timeout);
+                            }
+                            Err(e) => return Err(e),
                         }
-                        Err(e) => return Err(e),
                     }
                 }
             }
         }
+        .instrument(span)
+        .await
     }
 
     async fn read_barrier(&self, deadline: Duration) -> Result<(), NodeError> {
