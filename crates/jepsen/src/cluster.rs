@@ -400,7 +400,6 @@ impl Cluster {
 
     /// `kill -9` node `i` (continues it first if paused, so it dies at once).
     pub async fn kill(&mut self, i: usize) {
-        self.net.set_pid(i, None);
         let node = &mut self.nodes[i];
         if let Some(mut child) = node.child.take() {
             if node.paused {
@@ -409,6 +408,8 @@ impl Cluster {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+        // Only once it is dead: a connection it dialed until then is still its own.
+        self.net.set_pid(i, None);
         node.paused = false;
         self.views.lock().unwrap_or_else(|p| p.into_inner())[i] = None;
     }

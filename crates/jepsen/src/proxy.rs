@@ -57,6 +57,8 @@ pub struct ProxyStats {
     pub accepted: AtomicU64,
     /// Connections whose dialing node could not be identified.
     pub unidentified: AtomicU64,
+    /// Connections closed unserved: the dialing socket had no owner any more.
+    pub gone: AtomicU64,
     /// Bytes forwarded.
     pub forwarded_bytes: AtomicU64,
     /// Bytes discarded by black holes.
@@ -231,10 +233,19 @@ async fn accept_loop(shared: Arc<Shared>, dst: usize, l: TcpListener, target: So
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let src = dialer(peer.port(), proxy_port, &pids);
-        if src.is_none() {
-            shared.stats.unidentified.fetch_add(1, Ordering::Relaxed);
-        }
+        let src = match dialer(peer.port(), proxy_port, &pids) {
+            Dialer::Node(i) => Some(i),
+            Dialer::Gone => {
+                // Nobody is left to talk to: close it, as the dead dialer's kernel would.
+                shared.stats.gone.fetch_add(1, Ordering::Relaxed);
+                trace!(dst, %peer, "proxy connection from a dialer that is gone");
+                continue;
+            }
+            Dialer::Unknown => {
+                shared.stats.unidentified.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        };
         trace!(?src, dst, %peer, "proxy connection");
         tokio::spawn(serve(shared.clone(), src, dst, sock, target));
     }
@@ -242,20 +253,39 @@ async fn accept_loop(shared: Arc<Shared>, dst: usize, l: TcpListener, target: So
 
 /// Which node (index into `pids`) owns the TCP socket bound to local port `port` and
 /// connected to `proxy_port` on loopback, from `/proc`.
-fn dialer(port: u16, proxy_port: u16, pids: &[Option<u32>]) -> Option<usize> {
+fn dialer(port: u16, proxy_port: u16, pids: &[Option<u32>]) -> Dialer {
     let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
-        .find_map(|table| socket_inode(&table, port, proxy_port))?;
+        .find_map(|table| socket_inode(&table, port, proxy_port));
+    // No entry, or inode 0 (an orphaned socket): the dialer closed it or died before the
+    // proxy looked, e.g. a node killed with connections still in the accept queue.
+    let Some(inode) = inode.filter(|i| *i != 0) else {
+        return Dialer::Gone;
+    };
     let needle = format!("socket:[{inode}]");
-    pids.iter().position(|pid| {
-        let Some(pid) = pid else { return false };
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return false;
-        };
-        dir.filter_map(Result::ok)
-            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == needle.as_str()))
-    })
+    pids.iter()
+        .position(|pid| {
+            let Some(pid) = pid else { return false };
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return false;
+            };
+            dir.filter_map(Result::ok).any(|e| {
+                std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == needle.as_str())
+            })
+        })
+        .map_or(Dialer::Unknown, Dialer::Node)
+}
+
+/// Who dialed a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialer {
+    /// This node (index into the pid table).
+    Node(usize),
+    /// Nobody holds the dialing socket any more.
+    Gone,
+    /// A live socket that no node's process holds.
+    Unknown,
 }
 
 /// The inode of the socket in a `/proc/net/tcp` table whose local port is `local` and
@@ -523,8 +553,15 @@ mod tests {
                 net.proxy_addr(0).port(),
                 &[None, Some(std::process::id())]
             ),
-            Some(1)
+            Dialer::Node(1)
         );
+        // Held by a process no node is registered as: unknown.
+        assert_eq!(
+            dialer(local, net.proxy_addr(0).port(), &[None, None]),
+            Dialer::Unknown
+        );
+        // A port pair with no socket (closed, or its process died): gone.
+        assert_eq!(dialer(local, local, &[None, None]), Dialer::Gone);
         assert_eq!(net.stats().unidentified.load(Ordering::Relaxed), 0);
         // Blocking 1 -> 0 now black-holes this very connection.
         net.set(

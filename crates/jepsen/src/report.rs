@@ -21,6 +21,8 @@ pub struct ProxyCounts {
     pub accepted: u64,
     /// Connections whose dialer was not identified.
     pub unidentified: u64,
+    /// Connections closed unserved because their dialer was gone.
+    pub gone: u64,
     /// Bytes forwarded.
     pub forwarded_bytes: u64,
     /// Bytes black-holed.
@@ -35,6 +37,7 @@ impl ProxyCounts {
         ProxyCounts {
             accepted: s.accepted.load(Ordering::Relaxed),
             unidentified: s.unidentified.load(Ordering::Relaxed),
+            gone: s.gone.load(Ordering::Relaxed),
             forwarded_bytes: s.forwarded_bytes.load(Ordering::Relaxed),
             dropped_bytes: s.dropped_bytes.load(Ordering::Relaxed),
             cut: s.cut.load(Ordering::Relaxed),
@@ -263,8 +266,8 @@ pub fn text(ctx: &Context<'_>) -> String {
     let p = ctx.proxy;
     let _ = writeln!(
         t,
-        "proxies: {} connections ({} unidentified), {} cut, {} bytes forwarded, {} black-holed",
-        p.accepted, p.unidentified, p.cut, p.forwarded_bytes, p.dropped_bytes
+        "proxies: {} connections ({} unidentified, {} from gone dialers), {} cut, {} bytes forwarded, {} black-holed",
+        p.accepted, p.unidentified, p.gone, p.cut, p.forwarded_bytes, p.dropped_bytes
     );
     let _ = writeln!(t, "\noperations:");
     for l in count_lines(&ctx.collected.history) {
