@@ -812,6 +812,19 @@ fn record_install(txn: &WriteTransaction, mem: &Mem) -> Result<()> {
     Ok(())
 }
 
+/// The table `def` of `txn`, opened on first use, so a commit leaves the tables it does not
+/// change alone (most commits change no membership; an accept alone changes no counter).
+fn lazy<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<redb::Table<'t, K, V>>,
+    txn: &'t WriteTransaction,
+    def: redb::TableDefinition<'static, K, V>,
+) -> Result<&'s mut redb::Table<'t, K, V>> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(def)?);
+    }
+    Ok(slot.as_mut().expect("opened above"))
+}
+
 /// The body of [`Store::commit`]: `ckpt` is a checkpoint written since the last commit.
 fn apply_batch(
     txn: &WriteTransaction,
@@ -822,10 +835,10 @@ fn apply_batch(
     dedup: &Dedup,
     ckpt: Option<(Slot, i64)>,
 ) -> Result<(Commit, DedupUpdate)> {
-    let mut state = txn.open_table(tables::STATE)?;
+    let mut state = None;
     let mut slot_meta = txn.open_table(tables::SLOT_META)?;
     let mut slot_values = txn.open_table(tables::SLOT_VALUES)?;
-    let mut configs = txn.open_table(tables::CONFIGS)?;
+    let mut configs = None;
     let mut fresh = IdMap::default();
     // Checked before anything changes: a gap writes nothing.
     let applied = sh.visible().applied;
@@ -846,7 +859,8 @@ fn apply_batch(
             Record::Promise(b) => {
                 if *b > st.promised {
                     st.promised = *b;
-                    state.insert(tables::S_PROMISED, codec::try_encode(b)?.as_slice())?;
+                    lazy(&mut state, txn, tables::STATE)?
+                        .insert(tables::S_PROMISED, codec::try_encode(b)?.as_slice())?;
                 }
             }
             Record::Accept {
@@ -889,19 +903,20 @@ fn apply_batch(
         slot_meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
         if let Some(c) = done.config {
             let raw = codec::try_encode(&c)?;
-            configs.insert(*slot, raw.as_slice())?;
-            state.insert(tables::S_CONFIG, raw.as_slice())?;
+            lazy(&mut configs, txn, tables::CONFIGS)?.insert(*slot, raw.as_slice())?;
+            lazy(&mut state, txn, tables::STATE)?.insert(tables::S_CONFIG, raw.as_slice())?;
             out.configs.push((*slot, c));
         }
     }
     if let Some((slot, rev)) = ckpt.filter(|(s, _)| *s > st.ckpt_slot) {
         st.ckpt_slot = slot;
         st.ckpt_rev = rev;
+        let state = lazy(&mut state, txn, tables::STATE)?;
         state.insert(tables::S_CKPT_SLOT, tables::u64_row(slot).as_slice())?;
         state.insert(tables::S_CKPT_REV, tables::u64_row(rev as u64).as_slice())?;
     }
     if let Some(k) = trim_configs(mem) {
-        configs.retain_in(..k, |_, _| false)?;
+        lazy(&mut configs, txn, tables::CONFIGS)?.retain_in(..k, |_, _| false)?;
     }
     // Decided values: kept while a restart needs them (after the checkpoint) and for
     // `retain_slots` to serve lagging peers.
@@ -913,7 +928,10 @@ fn apply_batch(
         tables::trim_slot_meta(&mut slot_meta, cut)?;
         tables::trim_slot_values(&mut slot_values, cut)?;
     }
-    put_counters(&mut state, mem)?;
+    // The counters move only when a slot is applied (an accept alone leaves them).
+    if mem.applied != applied {
+        put_counters(lazy(&mut state, txn, tables::STATE)?, mem)?;
+    }
     out.rev = mem.rev;
     out.applied = mem.applied;
     Ok((out, DedupUpdate::Add(fresh)))
