@@ -200,6 +200,8 @@ impl Tree<'_> {
             };
         }
         let mut undo = false;
+        // The key of the event's path, when `change` made it already.
+        let mut event_key = None;
         let (fail, event) = match codec::decode_op(&cmd.data) {
             Err(_) => (Some((ErrCode::Other, "bad mutation")), None),
             Ok(Op::Nop) => (None, None),
@@ -207,8 +209,10 @@ impl Tree<'_> {
                 path,
                 rev: cas,
                 value,
-            }) => self.change(path, cas, Some(value), rev, &mut undo),
-            Ok(Op::Del { path, rev: cas }) => self.change(path, cas, None, rev, &mut undo),
+            }) => self.change(path, cas, Some(value), rev, &mut undo, &mut event_key),
+            Ok(Op::Del { path, rev: cas }) => {
+                self.change(path, cas, None, rev, &mut undo, &mut event_key)
+            }
         };
         let (result, event) = match fail {
             None => (
@@ -246,7 +250,10 @@ impl Tree<'_> {
                 id: cmd.id,
                 code,
                 flags,
-                pkey: Bytes::from(path_key(&event.path)),
+                pkey: match (fail, event_key) {
+                    (None, Some(k)) => k,
+                    _ => Bytes::from(path_key(&event.path)),
+                },
             },
         );
         self.mem.rev = rev;
@@ -267,6 +274,7 @@ impl Tree<'_> {
         value: Option<Bytes>,
         rev: i64,
         undo: &mut bool,
+        event_key: &mut Option<Bytes>,
     ) -> (Option<Failure>, Option<Event>) {
         if path::validate(&path).is_err() {
             return (Some((ErrCode::BadPath, "bad path")), None);
@@ -275,6 +283,7 @@ impl Tree<'_> {
         match self.mutate(&path, &key, cas, value.as_ref(), rev) {
             Ok(u) => {
                 *undo = u;
+                *event_key = Some(key);
                 let flags = if value.is_some() { FLAG_SET } else { FLAG_DEL };
                 let value = value.unwrap_or_default();
                 (
