@@ -110,17 +110,10 @@ fn allowed(cas: i64, cur: i64) -> bool {
 }
 
 impl Tree<'_> {
-    fn current(&self) -> View<'_> {
-        View {
-            mem: self.mem,
-            at: None,
-        }
-    }
-
     /// Checks that `path`, which has no file of its own, could hold one: it is not a
     /// directory and no ancestor is a file.
     fn check_place(&self, path: &str, key: &[u8]) -> Option<Failure> {
-        if path == "/" || self.current().is_dir(path) {
+        if path == "/" || self.mem.is_dir_now(key) {
             return Some((ErrCode::IsDir, "is a directory"));
         }
         for (i, &b) in key.iter().enumerate().skip(1) {
