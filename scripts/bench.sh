@@ -51,7 +51,7 @@ busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
       echo "$line"
       c1=$(node_ticks); b1=$(busy_ticks); t1=$(date +%s%N)
       sets=$(echo "$line" | awk '{print $3}')
-      # The nodes' CPU per set is steadier than the rate on a machine whose speed drifts.
+      # The work the nodes did per set, which the rate alone does not show.
       awk -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v n="$sets" -v hz="$(getconf CLK_TCK)" \
         -v ns="$((t1 - t0))" -v cpus="$(nproc)" 'BEGIN {
           printf "nodes CPU: %.1f us per set; machine busy %.0f%% of %d CPUs\n",

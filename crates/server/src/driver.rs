@@ -360,9 +360,6 @@ impl Driver {
             }
             let _ = self.core.events.send(ev);
         }
-        for (id, r) in commit.results {
-            answer_write(&self.core, id, r);
-        }
         if membership_changed {
             tracing::info!(
                 voters = %ids(&self.config.voters),

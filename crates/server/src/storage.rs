@@ -27,7 +27,8 @@ pub(crate) enum Job {
 /// The outcome of one transaction: it covers `batches` consecutive `Job::Commit`s. Before
 /// it, a completion with `early` set (and `batches` 0) carries the commands' results as soon
 /// as they are applied in memory: decided slots are durable on a majority already, so the
-/// clients waiting for them need not wait for this node's fsync too.
+/// clients waiting for them need not wait for this node's fsync too. The full completion
+/// carries no results.
 pub(crate) struct Completion {
     pub batches: usize,
     pub result: Result<Commit, String>,
@@ -154,17 +155,11 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Co
                         let _ = done.send(Completion {
                             batches: 0,
                             result: Ok(Commit {
-                                results: results.to_vec(),
+                                results,
                                 ..Commit::default()
                             }),
                             early: true,
                         });
-                    })
-                    .map(|mut c| {
-                        // Answered early already (the callback runs whenever there are
-                        // results): the driver need not look each one up again.
-                        c.results.clear();
-                        c
                     })
                     .map_err(|e| e.to_string());
                 stats.busy += t.elapsed();

@@ -110,10 +110,10 @@ fn allowed(cas: i64, cur: i64) -> bool {
 }
 
 impl Tree<'_> {
-    /// Checks that `path`, which has no file of its own, could hold one: it is not a
-    /// directory and no ancestor is a file.
-    fn check_place(&self, path: &str, key: &[u8]) -> Option<Failure> {
-        if path == "/" || self.mem.is_dir_now(key) {
+    /// Checks that the path of `key`, which has no file of its own, could hold one: it is
+    /// not a directory (the root always is) and no ancestor is a file.
+    fn check_place(&self, key: &[u8]) -> Option<Failure> {
+        if self.mem.is_dir_now(key) {
             return Some((ErrCode::IsDir, "is a directory"));
         }
         for (i, &b) in key.iter().enumerate().skip(1) {
@@ -124,11 +124,10 @@ impl Tree<'_> {
         None
     }
 
-    /// Sets (`value` some) or deletes `path` at `rev` if `cas` allows it. On success, says
-    /// whether an undo record was written.
+    /// Sets (`value` some) or deletes the file at `key` at `rev` if `cas` allows it. On
+    /// success, says whether an undo record was written.
     fn mutate(
         &mut self,
-        path: &str,
         key: &Bytes,
         cas: i64,
         value: Option<&Bytes>,
@@ -153,7 +152,7 @@ impl Tree<'_> {
             self.mem.push_undo(key.clone(), rev as u64, old);
             return Ok(true);
         }
-        if let Some(f) = self.check_place(path, key) {
+        if let Some(f) = self.check_place(key) {
             return Err(f);
         }
         if !allowed(cas, doozer_proto::msg::REV_MISSING) {
@@ -217,7 +216,7 @@ impl Tree<'_> {
                 // that cannot be written (someone made /ctl a file), the revision is a nop.
                 let key = Bytes::from(path_key(ERR_PATH));
                 let text = Bytes::from_static(text.as_bytes());
-                let event = match self.mutate(ERR_PATH, &key, -1, Some(&text), rev) {
+                let event = match self.mutate(&key, -1, Some(&text), rev) {
                     Ok(u) => {
                         undo = u;
                         Event {
@@ -273,7 +272,7 @@ impl Tree<'_> {
             return (Some((ErrCode::BadPath, "bad path")), None);
         }
         let key = Bytes::from(path_key(&path));
-        match self.mutate(&path, &key, cas, value.as_ref(), rev) {
+        match self.mutate(&key, cas, value.as_ref(), rev) {
             Ok(u) => {
                 *undo = u;
                 *event_key = Some(key);

@@ -189,10 +189,10 @@ impl Mem {
         Some(old)
     }
 
-    /// Whether a current file lies below the directory whose key is `dir` (the root's is
-    /// empty, and is always a directory).
+    /// Whether a current file lies below the directory whose key is `dir` (the root, whose
+    /// key is a lone separator, always is a directory).
     pub fn is_dir_now(&self, dir: &[u8]) -> bool {
-        dir.is_empty() || self.dirs.contains_key(dir)
+        dir == [crate::keys::SEP] || self.dirs.contains_key(dir)
     }
 
     /// Records the state of `key` before the change at `rev` (revs arrive in increasing
@@ -280,6 +280,6 @@ mod tests {
                 );
             }
         }
-        assert!(mem.is_dir_now(&[]));
+        assert!(mem.is_dir_now(&path_key("/")));
     }
 }

@@ -583,18 +583,21 @@ impl Store {
     /// decided slot applied in order. Slots at or below the applied one are skipped; a slot
     /// beyond the next one is [`StoreError::SlotGap`] and nothing is written.
     pub fn commit(&self, batch: Batch) -> Result<Commit> {
-        self.commit_with(batch, |_| {})
+        let mut results = Vec::new();
+        let mut commit = self.commit_with(batch, |r| results = r)?;
+        commit.results = results;
+        Ok(commit)
     }
 
-    /// [`Store::commit`], calling `applied` with the commands' results as soon as they are
-    /// applied in memory, before the transaction is durable and before readers see them. A
-    /// decided slot is durable on a majority of acceptors already, so a server may answer
-    /// its clients from there; should this commit then fail, the node stops and learns the
-    /// slots again from its peers.
+    /// [`Store::commit`], handing the commands' results to `applied` as soon as they are
+    /// applied in memory, before the transaction is durable and before readers see them
+    /// (the returned [`Commit`] then has none). A decided slot is durable on a majority of
+    /// acceptors already, so a server may answer its clients from there; should this commit
+    /// then fail, the node stops and learns the slots again from its peers.
     pub fn commit_with(
         &self,
         batch: Batch,
-        applied: impl FnOnce(&[(CommandId, ApplyResult)]),
+        applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
     ) -> Result<Commit> {
         let _span = debug_span!(
             "store_commit",
@@ -605,9 +608,9 @@ impl Store {
         let opts = self.inner.opts.clone();
         let ckpt = self.inner.ckpt.done();
         self.write(move |txn, st, sh, dedup| {
-            let out = apply_batch(txn, st, sh, batch, &opts, dedup, ckpt)?;
+            let mut out = apply_batch(txn, st, sh, batch, &opts, dedup, ckpt)?;
             if !out.0.results.is_empty() {
-                applied(&out.0.results);
+                applied(std::mem::take(&mut out.0.results));
             }
             Ok(out)
         })
