@@ -38,10 +38,15 @@ pub(crate) enum Input {
 /// Inputs handled per wake-up before `ready()` is drained (bounds latency of a burst).
 const MAX_BURST: usize = 1024;
 
-/// How long a leader waits for more commands when fewer than half as many as in the last
-/// slot are queued (clients answered together send their next commands together, a few
-/// hundred microseconds later).
-const GATHER: Duration = Duration::from_micros(300);
+/// How long a leader waits, at most, for as many commands as the last slot carried.
+/// Clients answered together send their next commands together, but spread over a
+/// millisecond or more (followers answer later and forward them): proposing the first few
+/// splits the clients into two groups sharing the slots, and each slot costs the cluster
+/// ~700 us of CPU (three commits and fsyncs, its messages) against ~30 us per command
+/// (`scripts/bench.sh` at 32/64/128 clients, 2026-11-30). A queue that reaches the last
+/// slot's size goes at once, so a steady stream is not delayed; a drop in load costs one
+/// wait.
+const GATHER: Duration = Duration::from_millis(2);
 
 pub(crate) struct Driver {
     core: Arc<Core>,
@@ -145,14 +150,14 @@ impl Driver {
     }
 
     /// Whether the leader should hold new batches back now: while its storage is flushing
-    /// (the accept could not be persisted sooner), or for up to [`GATHER`] while the queue
-    /// is small compared with the last slot.
+    /// (the accept could not be persisted sooner), or for up to [`GATHER`] while fewer
+    /// commands are queued than the last slot carried.
     fn should_hold_batches(&mut self) -> bool {
         if !self.inflight.is_empty() {
             return true;
         }
         let queued = self.engine.queued();
-        if queued == 0 || queued * 2 >= self.last_batch || self.leader != Some(self.core.id) {
+        if queued == 0 || queued >= self.last_batch || self.leader != Some(self.core.id) {
             self.gather_until = None;
             return false;
         }
