@@ -18,7 +18,7 @@ use doozer_paxos::{Command, Config, Engine, Message, NodeId, ProposeError, Ready
 use doozer_store::{Batch, Commit, SnapshotMeta};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{answer_write, Applied, Core};
+use crate::core::{Applied, Core};
 use crate::storage::{Completion, Job};
 
 /// Inputs of the driver task.
@@ -307,16 +307,6 @@ impl Driver {
 
     /// Handles a finished transaction. Returns false if storage failed.
     fn on_completion(&mut self, c: Completion) -> bool {
-        if c.early {
-            // Answers only; state, events and persisted messages follow with the full
-            // completion once the transaction is durable.
-            if let Ok(commit) = c.result {
-                for (id, r) in commit.results {
-                    answer_write(&self.core, id, r);
-                }
-            }
-            return true;
-        }
         let commit: Commit = match c.result {
             Ok(commit) => commit,
             Err(e) => {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, JoinRequest};
 use crate::config::{meta, NodeConfig, DEFAULT_CLUSTER, DEFAULT_LISTEN};
-use crate::core::{Applied, Consensus, Core, Handle};
+use crate::core::{answer_write, Applied, Consensus, Core, Handle};
 use crate::driver::{patch_configs, Driver};
 use crate::peer::PeerNet;
 use crate::storage::StorageThread;
@@ -333,7 +333,17 @@ impl Node {
         };
         let engine = Engine::new(opts, state);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let storage = StorageThread::start(store.clone(), STORAGE_DEPTH, done_tx);
+        let answers = core.clone();
+        let storage = StorageThread::start(
+            store.clone(),
+            STORAGE_DEPTH,
+            done_tx,
+            Box::new(move |results| {
+                for (id, r) in results {
+                    answer_write(&answers, id, r);
+                }
+            }),
+        );
         let driver = Driver::new(
             core.clone(),
             engine,

@@ -5,12 +5,15 @@
 //! working while a commit is in flight (pipelining). Batches that queue up behind a commit
 //! are merged into one write transaction (group commit: one fsync for many engine steps),
 //! and completions come back in submission order, so the driver can release
-//! `send_after_persist` messages in persist order.
+//! `send_after_persist` messages in persist order. The commands' results do not wait for
+//! the commit: the thread hands them to the waiting writes itself as soon as they are
+//! applied in memory (see [`Answer`]).
 
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use doozer_store::{Batch, Commit, SnapshotMeta, Store};
+use doozer_paxos::CommandId;
+use doozer_store::{ApplyResult, Batch, Commit, SnapshotMeta, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// Batches merged into one transaction at most.
@@ -24,16 +27,18 @@ pub(crate) enum Job {
     Install(PathBuf, oneshot::Sender<Result<SnapshotMeta, String>>),
 }
 
-/// The outcome of one transaction: it covers `batches` consecutive `Job::Commit`s. Before
-/// it, a completion with `early` set (and `batches` 0) carries the commands' results as soon
-/// as they are applied in memory: decided slots are durable on a majority already, so the
-/// clients waiting for them need not wait for this node's fsync too. The full completion
-/// carries no results.
+/// The outcome of one transaction: it covers `batches` consecutive `Job::Commit`s. It
+/// carries no command results: those went to [`Answer`] before the commit.
 pub(crate) struct Completion {
     pub batches: usize,
     pub result: Result<Commit, String>,
-    pub early: bool,
 }
+
+/// Called on the storage thread with the results of the commands a commit applied, as soon
+/// as they are applied in memory and before the commit is durable: decided slots are
+/// durable on a majority already, so the clients waiting for them need not wait for this
+/// node's fsync too, nor for the driver task to be scheduled.
+pub(crate) type Answer = Box<dyn Fn(Vec<(CommandId, ApplyResult)>) + Send>;
 
 /// Handle to the storage thread; dropping every sender stops it.
 pub(crate) struct StorageThread {
@@ -43,11 +48,16 @@ pub(crate) struct StorageThread {
 
 impl StorageThread {
     /// Starts the thread. Completions arrive on `done`, in order.
-    pub fn start(store: Store, depth: usize, done: mpsc::UnboundedSender<Completion>) -> Self {
+    pub fn start(
+        store: Store,
+        depth: usize,
+        done: mpsc::UnboundedSender<Completion>,
+        answer: Answer,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(depth);
         let thread = std::thread::Builder::new()
             .name("doozer-storage".into())
-            .spawn(move || run(store, rx, done))
+            .spawn(move || run(store, rx, done, answer))
             .expect("spawn the storage thread");
         StorageThread {
             jobs: tx,
@@ -95,7 +105,12 @@ impl Stats {
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Completion>) {
+fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<Completion>,
+    answer: Answer,
+) {
     let mut next: Option<Job> = None;
     let mut stats = Stats::default();
     let mut since = std::time::Instant::now();
@@ -150,26 +165,11 @@ fn run(store: Store, mut rx: mpsc::Receiver<Job>, done: mpsc::UnboundedSender<Co
                     })
                     .sum::<u64>();
                 let t = std::time::Instant::now();
-                let result = store
-                    .commit_with(batch, |results| {
-                        let _ = done.send(Completion {
-                            batches: 0,
-                            result: Ok(Commit {
-                                results,
-                                ..Commit::default()
-                            }),
-                            early: true,
-                        });
-                    })
-                    .map_err(|e| e.to_string());
+                let result = store.commit_with(batch, &answer).map_err(|e| e.to_string());
                 stats.busy += t.elapsed();
                 stats.maybe_log(&mut since);
                 let failed = result.is_err();
-                let c = Completion {
-                    batches,
-                    result,
-                    early: false,
-                };
+                let c = Completion { batches, result };
                 if done.send(c).is_err() || failed {
                     // After a failed commit nothing later may be written: the driver
                     // stops the node.
