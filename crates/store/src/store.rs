@@ -342,10 +342,29 @@ impl Store {
     /// `<path>.ckpt`) and applies the decided slots after it. After a crash, redb recovers
     /// the last committed transaction, and with it every slot a commit returned for.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
-        let _span = debug_span!("store_open", path = %path.display()).entered();
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(path)?;
+        Self::open_db(path, db, opts)
+    }
+
+    /// [`Store::open`] with the redb file on `backend` instead of the file at `path` (which
+    /// still names the checkpoint file). For fault-injection tests: a backend that forgets
+    /// what was not synced simulates a power loss.
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        path: &Path,
+        backend: impl redb::StorageBackend,
+        opts: StoreOptions,
+    ) -> Result<Store> {
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes)
+            .create_with_backend(backend)?;
+        Self::open_db(path, db, opts)
+    }
+
+    fn open_db(path: &Path, db: Database, opts: StoreOptions) -> Result<Store> {
+        let _span = debug_span!("store_open", path = %path.display()).entered();
         let ckpt_path = checkpoint::checkpoint_path(path);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);

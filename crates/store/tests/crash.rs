@@ -7,19 +7,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command as Proc, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::Immutable;
-use doozer_paxos::{Ballot, Command, CommandId, NodeId, Record, Value};
+use common::{ballot, check_log, leader_batch, value_for, Immutable};
+use doozer_paxos::Record;
 use doozer_proto::Glob;
-use doozer_store::codec::encode_op;
-use doozer_store::{Batch, Op, Store, StoreError, StoreOptions};
+use doozer_store::{Batch, Store, StoreError, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -40,48 +37,6 @@ fn opts() -> StoreOptions {
 
 fn store_path(dir: &Path) -> std::path::PathBuf {
     dir.join("doozer.redb")
-}
-
-/// The commands slot `slot` decides: a deterministic mix of sets and deletes of varied size.
-fn ops_for(slot: u64) -> Vec<Op> {
-    (0..1 + slot % 13)
-        .map(|j| {
-            let k = (slot * 31 + j * 7) % 200;
-            let path = format!("/c/{}/{k}", k % 10);
-            if (slot + j) % 5 == 0 {
-                Op::Del { path, rev: -1 }
-            } else {
-                let len = if (slot + j) % 17 == 0 { 6000 } else { 100 };
-                Op::Set {
-                    path,
-                    rev: -1,
-                    value: Bytes::from(format!("{slot}.{j}.").repeat(len / 4)),
-                }
-            }
-        })
-        .collect()
-}
-
-fn value_for(slot: u64) -> Value {
-    let cmds = ops_for(slot)
-        .iter()
-        .enumerate()
-        .map(|(j, op)| Command {
-            id: CommandId {
-                node: NodeId(77),
-                seq: slot * 100 + j as u64,
-            },
-            data: encode_op(op),
-        })
-        .collect();
-    Value::Batch(cmds)
-}
-
-fn ballot(slot: u64) -> Ballot {
-    Ballot {
-        round: slot,
-        node: NodeId(77),
-    }
 }
 
 /// The child: commit 1-3 slots per transaction with the acceptor records a leader would
@@ -111,18 +66,7 @@ fn child(dir: &str) {
         let first = store.applied_slot() + 1;
         let n = 1 + first % 3;
         let last = first + n - 1;
-        let batch = Batch {
-            records: vec![
-                Record::Promise(ballot(last)),
-                Record::Accept {
-                    slot: last + 1,
-                    ballot: ballot(last),
-                    value: value_for(last + 1),
-                },
-            ],
-            decided: (first..=last).map(|s| (s, value_for(s))).collect(),
-        };
-        match store.commit(batch) {
+        match store.commit(leader_batch(first, last)) {
             Ok(_) => writeln!(out, "done {last}").unwrap(),
             Err(e) => {
                 let kind = match e {
@@ -203,65 +147,7 @@ fn done_slot(line: &str) -> Option<u64> {
 /// Reopens the store and checks it against a replay of slots `1..=applied`; returns applied.
 fn check(dir: &Path, reported: u64) -> u64 {
     let store = Store::open(&store_path(dir), opts()).expect("reopen after crash");
-    let applied = store.applied_slot();
-    assert!(
-        applied >= reported,
-        "slot {reported} was reported committed, store has {applied}"
-    );
-    let mut model: BTreeMap<String, (i64, Bytes)> = BTreeMap::new();
-    let mut rev = 0;
-    for slot in 1..=applied {
-        for op in ops_for(slot) {
-            rev += 1;
-            match op {
-                Op::Set { path, value, .. } => {
-                    model.insert(path, (rev, value));
-                }
-                Op::Del { path, .. } => {
-                    model.remove(&path);
-                }
-                Op::Nop => {}
-            }
-        }
-    }
-    assert_eq!(store.rev(), rev);
-    let g = Glob::new("/c/**").unwrap();
-    let files: Vec<_> = (0..).map_while(|i| store.walk(&g, i, None).ok()).collect();
-    let mut want: Vec<_> = model.into_iter().map(|(p, (r, v))| (p, v, r)).collect();
-    want.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
-    assert_eq!(files.len(), want.len());
-    assert!(
-        files == want,
-        "tree differs from the replay at slot {applied}"
-    );
-    let st = store.load_engine_state(50).unwrap();
-    assert_eq!(st.applied, applied);
-    if applied > 0 {
-        assert_eq!(
-            st.promised,
-            ballot(applied),
-            "the promise of the last commit"
-        );
-        assert_eq!(st.accepted.len(), 1);
-        assert_eq!(
-            st.accepted.get(&(applied + 1)),
-            Some(&(ballot(applied), value_for(applied + 1)))
-        );
-        // The decided tail: the last `retain_slots` slots, each with its decided value
-        // (the value accepted in an earlier commit and then decided is stored once).
-        let from = applied.saturating_sub(opts().retain_slots - 1).max(1);
-        let want: Vec<_> = (from..=applied).map(|s| (s, value_for(s))).collect();
-        assert!(st.decided_tail == want, "decided tail at slot {applied}");
-    }
-    // History is intact too: the last event is the last command of the last slot.
-    if rev > 0 {
-        let ev = store
-            .wait(&Glob::new("/**").unwrap(), rev)
-            .unwrap()
-            .unwrap();
-        assert_eq!(ev.rev, rev);
-    }
-    applied
+    check_log(&store, reported, opts().retain_slots)
 }
 
 #[test]
