@@ -421,6 +421,32 @@ fn restart_replays_the_log_after_the_checkpoint() {
 }
 
 #[test]
+fn a_long_log_behind_a_new_checkpoint_is_dropped_over_several_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    // 1,500 slots with no checkpoint: all of them are in the log.
+    let s = Store::open(&path, opts(u64::MAX)).unwrap();
+    commit_slots(&s, 1, 1_500);
+    drop(s);
+    assert_eq!(read_log(dir.path()).first(), 1);
+    // A checkpoint is written and recorded. Each commit after it drops at most a few hundred
+    // slots of the log (one commit dropping thousands stalled the node for long enough to
+    // lose its leadership); the commits until the next checkpoint drop all of it.
+    let s = Store::open(&path, opts(50)).unwrap();
+    let next = commit_until_checkpoints(&s, dir.path(), 1_501, 2);
+    drop(s);
+    let log = read_log(dir.path());
+    let cut = log.ckpt_slot.min(log.applied - RETAIN);
+    assert!(cut > 1_000, "{log:?}");
+    assert_eq!(log.first(), cut + 1, "the log starts after the cut");
+    log.assert_decided_from(cut + 1);
+    // Reopened, the store is the one it left.
+    let s = Store::open(&path, opts(u64::MAX)).unwrap();
+    assert_eq!(s.applied_slot(), next - 1);
+    assert_matches_model(&s);
+}
+
+#[test]
 fn open_completes_an_interrupted_snapshot_install() {
     let (da, db, dc) = (
         tempfile::tempdir().unwrap(),
