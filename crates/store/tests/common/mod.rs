@@ -22,9 +22,14 @@ pub fn open(dir: &Path, hist_revs: u64) -> Store {
 }
 
 pub fn cmd(seq: u64, op: &Op) -> Command {
+    command(1, seq, op)
+}
+
+/// The command `seq` of node `node` carrying `op`.
+pub fn command(node: u128, seq: u64, op: &Op) -> Command {
     Command {
         id: CommandId {
-            node: NodeId(1),
+            node: NodeId(node),
             seq,
         },
         data: encode_op(op),
@@ -142,13 +147,7 @@ pub fn value_for(slot: u64) -> Value {
     let cmds = ops_for(slot)
         .iter()
         .enumerate()
-        .map(|(j, op)| Command {
-            id: CommandId {
-                node: NodeId(77),
-                seq: slot * 100 + j as u64,
-            },
-            data: encode_op(op),
-        })
+        .map(|(j, op)| command(77, slot * 100 + j as u64, op))
         .collect();
     Value::Batch(cmds)
 }
