@@ -13,7 +13,7 @@ use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{command, del, set, Immutable};
+use common::{ballot, command, del, set, Immutable};
 use doozer_paxos::{Ballot, Command, CommandId, NodeId, Record, Slot, Value};
 use doozer_proto::Glob;
 use doozer_store::codec::encode_op;
@@ -110,13 +110,6 @@ fn value_for(slot: u64) -> Value {
     Value::Batch(cmds)
 }
 
-fn ballot(round: u64) -> Ballot {
-    Ballot {
-        round,
-        node: NodeId(77),
-    }
-}
-
 /// Commits slots `first..=last`, one to three per transaction, with the promise and the
 /// accept of the next slot a leader would write.
 fn commit_slots(s: &Store, first: Slot, last: Slot) {
@@ -124,17 +117,7 @@ fn commit_slots(s: &Store, first: Slot, last: Slot) {
     while slot <= last {
         let end = (slot + slot % 3).min(last);
         let c = s
-            .commit(Batch {
-                records: vec![
-                    Record::Promise(ballot(end)),
-                    Record::Accept {
-                        slot: end + 1,
-                        ballot: ballot(end),
-                        value: value_for(end + 1),
-                    },
-                ],
-                decided: (slot..=end).map(|s| (s, value_for(s))).collect(),
-            })
+            .commit(common::leader_batch_of(slot, end, value_for))
             .expect("commit");
         assert_eq!(c.applied, end);
         slot = end + 1;

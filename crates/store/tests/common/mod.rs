@@ -161,16 +161,21 @@ pub fn ballot(slot: u64) -> Ballot {
 
 /// One commit as a leader makes it: decide `first..=last`, promise and accept the next slot.
 pub fn leader_batch(first: Slot, last: Slot) -> Batch {
+    leader_batch_of(first, last, value_for)
+}
+
+/// [`leader_batch`] with the values `value` gives each slot.
+pub fn leader_batch_of(first: Slot, last: Slot, value: impl Fn(Slot) -> Value) -> Batch {
     Batch {
         records: vec![
             Record::Promise(ballot(last)),
             Record::Accept {
                 slot: last + 1,
                 ballot: ballot(last),
-                value: value_for(last + 1),
+                value: value(last + 1),
             },
         ],
-        decided: (first..=last).map(|s| (s, value_for(s))).collect(),
+        decided: (first..=last).map(|s| (s, value(s))).collect(),
     }
 }
 
