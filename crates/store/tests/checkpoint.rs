@@ -186,6 +186,21 @@ fn read_log(dir: &Path) -> Log {
     }
 }
 
+/// Records a checkpoint of `slot` at `rev` in a closed store's redb file, as a commit does.
+fn record_checkpoint(dir: &Path, slot: u64, rev: i64) {
+    let state = redb::TableDefinition::<&str, &[u8]>::new("state");
+    let db = redb::Database::create(store_path(dir)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(state).unwrap();
+        t.insert("ckpt_slot", slot.to_be_bytes().as_slice())
+            .unwrap();
+        t.insert("ckpt_rev", (rev as u64).to_be_bytes().as_slice())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 impl Log {
     /// Every slot in `from..=applied` is in the log as decided.
     fn assert_decided_from(&self, from: u64) {
@@ -401,22 +416,42 @@ fn restart_replays_the_log_after_the_checkpoint() {
 fn a_long_log_behind_a_new_checkpoint_is_dropped_over_several_commits() {
     let dir = tempfile::tempdir().unwrap();
     let path = store_path(dir.path());
-    // 1,500 slots with no checkpoint: all of them are in the log.
+    // 1,500 slots with no checkpoint, then a checkpoint of slot 1,500 written and recorded
+    // the way a commit records one (the file, then its slot and revision in the state
+    // table) with the whole log still behind it.
     let s = Store::open(&path, opts(u64::MAX)).unwrap();
     commit_slots(&s, 1, 1_500);
+    let mut ckpt = Vec::new();
+    let meta = s.export_snapshot(&mut ckpt).unwrap();
     drop(s);
-    assert_eq!(read_log(dir.path()).first(), 1);
-    // A checkpoint is written and recorded. Commits drop the log behind it a few hundred
-    // slots at a time (not checked here: one commit dropping thousands stalled a node under
-    // load); the commits until the next checkpoint have dropped all of it.
-    let s = Store::open(&path, opts(50)).unwrap();
-    let next = commit_until_checkpoints(&s, dir.path(), 1_501, 2);
-    drop(s);
+    std::fs::write(ckpt_path(dir.path()), &ckpt).unwrap();
+    record_checkpoint(dir.path(), meta.slot, meta.rev);
     let log = read_log(dir.path());
-    let cut = log.ckpt_slot.min(log.applied - RETAIN);
-    assert!(cut > 1_000, "{log:?}");
-    assert_eq!(log.first(), cut + 1, "the log starts after the cut");
-    log.assert_decided_from(cut + 1);
+    assert_eq!((log.first(), log.ckpt_slot), (1, 1_500));
+    let mut next = 1_501;
+    // Without new checkpoints the cut stays at the recorded one, and each commit drops the
+    // next 256 slots of the log behind it, however many are left (one commit dropping
+    // thousands stalled a node under load), until the log starts after the cut.
+    let mut first = log.first();
+    loop {
+        let s = Store::open(&path, opts(u64::MAX)).unwrap();
+        commit_slots(&s, next, next);
+        next += 1;
+        drop(s);
+        let cut = log.ckpt_slot.min(next - 1 - RETAIN);
+        let now = read_log(dir.path());
+        assert_eq!(now.ckpt_slot, log.ckpt_slot);
+        assert_eq!(
+            now.first(),
+            first.max(cut.min(first + 255) + 1),
+            "one commit from slot {first}, cut {cut}"
+        );
+        first = now.first();
+        if first == cut + 1 {
+            now.assert_decided_from(cut + 1);
+            break;
+        }
+    }
     // Reopened, the store is the one it left.
     let s = Store::open(&path, opts(u64::MAX)).unwrap();
     assert_eq!(s.applied_slot(), next - 1);
