@@ -228,26 +228,49 @@ async fn accept_loop(shared: Arc<Shared>, dst: usize, l: TcpListener, target: So
         };
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let proxy_port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let src = match identify(&shared, peer.port(), proxy_port).await {
+                Dialer::Node(i) => Some(i),
+                Dialer::Gone => {
+                    // Nobody is left to talk to: close it, as the dead dialer's kernel would.
+                    shared.stats.gone.fetch_add(1, Ordering::Relaxed);
+                    trace!(dst, %peer, "proxy connection from a dialer that is gone");
+                    return;
+                }
+                Dialer::Unknown => {
+                    shared.stats.unidentified.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            };
+            trace!(?src, dst, %peer, "proxy connection");
+            serve(shared, src, dst, sock, target).await;
+        });
+    }
+}
+
+/// How many times [`identify`] looks again at a socket no node holds, and how long apart.
+const IDENTIFY_TRIES: u32 = 20;
+const IDENTIFY_GAP: Duration = Duration::from_millis(5);
+
+/// [`dialer`], looking again while the answer is `Unknown`: the socket table and the fd
+/// tables are read one after the other, so a node being killed can close the socket in
+/// between (it then shows as gone), and a node just spawned can dial before the harness
+/// has recorded its pid. Both settle within milliseconds; there is no event to wait for.
+async fn identify(shared: &Shared, port: u16, proxy_port: u16) -> Dialer {
+    let mut tries = 0;
+    loop {
         let pids = shared
             .pids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let src = match dialer(peer.port(), proxy_port, &pids) {
-            Dialer::Node(i) => Some(i),
-            Dialer::Gone => {
-                // Nobody is left to talk to: close it, as the dead dialer's kernel would.
-                shared.stats.gone.fetch_add(1, Ordering::Relaxed);
-                trace!(dst, %peer, "proxy connection from a dialer that is gone");
-                continue;
-            }
-            Dialer::Unknown => {
-                shared.stats.unidentified.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        };
-        trace!(?src, dst, %peer, "proxy connection");
-        tokio::spawn(serve(shared.clone(), src, dst, sock, target));
+        let d = dialer(port, proxy_port, &pids);
+        tries += 1;
+        if d != Dialer::Unknown || tries >= IDENTIFY_TRIES {
+            return d;
+        }
+        tokio::time::sleep(IDENTIFY_GAP).await;
     }
 }
 
@@ -583,6 +606,34 @@ mod tests {
         assert!(roundtrip(&mut s2, b"ok", Duration::from_secs(5))
             .await
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_node_that_dials_before_its_pid_is_recorded_is_identified() {
+        let net = Net::start(vec![echo().await, echo().await]).await.unwrap();
+        // Link 1 -> 0 is blocked, so an unidentified dialer into 0 would be black-holed.
+        net.set(
+            1,
+            0,
+            LinkFault {
+                blocked: true,
+                ..LinkFault::default()
+            },
+        );
+        let mut s = TcpStream::connect(net.proxy_addr(0)).await.unwrap();
+        // The proxy has the connection before this process is known as node 0, as with a
+        // node that dials the moment it is spawned.
+        while net.stats().accepted.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        net.set_pid(0, Some(std::process::id()));
+        assert_eq!(
+            roundtrip(&mut s, b"me", Duration::from_secs(5))
+                .await
+                .as_deref(),
+            Some(&b"me"[..])
+        );
+        assert_eq!(net.stats().unidentified.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
