@@ -2,9 +2,11 @@
 # Starts a 3-node doozerd cluster on loopback (fsync on, data in a temp dir), runs dzbench
 # (one client's latency, then N concurrent clients' throughput, 100-byte sets), stops it.
 # Usage: scripts/bench.sh [CLIENTS] [SECS]   (NO_BUILD=1 skips the build; BIN= picks binaries;
-# EXTRA="--flag v" is passed to every node; STATS=1 prints each node's storage-thread stats:
-# commits, batches merged, records, slots, commands, time per commit). After the concurrent
-# phase it prints the nodes' CPU time per set and how busy the machine was.
+# EXTRA="--flag v" is passed to every node; EVERY=S prints the rate every S seconds;
+# SINGLE=S runs the one-client phase for S seconds instead of SECS; STATS=1 prints each
+# node's storage-thread stats: commits, batches merged, records, slots, commands, time per
+# commit; STATS_LINES=N shows the last N 5-second windows, default 3). After the concurrent phase it prints the nodes' CPU time per set and how busy
+# the machine was.
 set -euo pipefail
 CLIENTS=${1:-64}
 SECS=${2:-10}
@@ -43,7 +45,8 @@ echo "cluster: $A0 $A1 $A2; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 # CPU time (user + system, in clock ticks) of the nodes, and of the machine's busy time.
 node_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(cut -d' ' -f14 /proc/$p/stat) + $(cut -d' ' -f15 /proc/$p/stat))); done; echo $t; }
 busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-"$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100 |
+"$BIN/dzbench" --addr "$A0" --addr "$A1" --addr "$A2" --clients "$CLIENTS" --secs "$SECS" --size 100 --every "${EVERY:-0}" \
+  --single-secs "${SINGLE:-$SECS}" |
   while IFS= read -r line; do
     case "$line" in
     starting*) c0=$(node_ticks); b0=$(busy_ticks); t0=$(date +%s%N) ;;
@@ -63,6 +66,6 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${STATS:-}" ]; then
   sleep 5.5 # the storage thread logs its counters every 5 s
   for n in 0 1 2; do
-    grep "storage stats" "$TMP/n$n.log" | tail -3 | sed "s/.*storage stats/node $n:/"
+    grep "storage stats" "$TMP/n$n.log" | tail -"${STATS_LINES:-3}" | sed "s/.*storage stats/node $n:/"
   done
 fi

@@ -74,6 +74,8 @@ pub struct Engine {
     pub(crate) pre_vote: Option<PreVote>,
     /// The driver asks to hold new batches back (its storage is busy).
     pub(crate) hold_batches: bool,
+    /// The driver asks a follower to keep its queue a while before forwarding it.
+    pub(crate) hold_forwards: bool,
 
     // Proposals.
     /// Commands waiting for a slot (leader) or to be forwarded (follower).
@@ -135,6 +137,7 @@ impl Engine {
             failed_campaigns: 0,
             pre_vote: None,
             hold_batches: false,
+            hold_forwards: false,
             queue: VecDeque::new(),
             queued_ids: BTreeSet::new(),
             own: BTreeMap::new(),
@@ -297,6 +300,15 @@ impl Engine {
         self.hold_batches = hold;
     }
 
+    /// While `hold` is set, a follower keeps the commands proposed to it queued instead of
+    /// forwarding them to the leader in `ready()`. Clients answered together send their next
+    /// commands together: a driver that holds them for a moment sends them to the leader in
+    /// one message rather than one per wake-up. The driver bounds the hold; retries and a
+    /// change of leader are unaffected (they only queue).
+    pub fn hold_forwards(&mut self, hold: bool) {
+        self.hold_forwards = hold;
+    }
+
     /// Commands waiting for a slot (leader) or to be forwarded (follower).
     pub fn queued(&self) -> usize {
         self.queue.len()
@@ -305,6 +317,7 @@ impl Engine {
     pub fn ready(&mut self) -> Ready {
         match self.role {
             Role::Leader(_) => self.leader_ready(),
+            _ if self.hold_forwards => {}
             _ => self.forward_queue(),
         }
         std::mem::take(&mut self.out)

@@ -941,6 +941,31 @@ fn proposals_at_a_follower_are_forwarded() {
 }
 
 #[test]
+fn a_follower_holding_forwards_sends_its_queue_in_one_message_when_released() {
+    let mut b = follower_b(&[]);
+    b.hold_forwards(true);
+    b.propose(cmd(1, b"f")).unwrap();
+    assert!(b.ready().is_empty(), "held");
+    b.propose(cmd(2, b"g")).unwrap();
+    assert!(b.ready().is_empty(), "still held");
+    assert_eq!(b.queued(), 2);
+    b.hold_forwards(false);
+    assert_eq!(
+        b.ready(),
+        Ready {
+            send_now: vec![(
+                A,
+                Message::Forward {
+                    cmds: vec![cmd(1, b"f"), cmd(2, b"g")]
+                }
+            )],
+            ..Ready::default()
+        }
+    );
+    assert_eq!(b.queued(), 0);
+}
+
+#[test]
 fn a_candidate_too_far_behind_is_told_to_catch_up() {
     let st = PersistentState {
         applied: 300,

@@ -53,6 +53,12 @@ const GATHER_PER_CMD: Duration = Duration::from_micros(32);
 const GATHER_MIN: Duration = Duration::from_micros(300);
 const GATHER_MAX: Duration = Duration::from_millis(2);
 
+/// How long a follower keeps its clients' commands at most before forwarding them to the
+/// leader, while fewer have come than it had in the last slot. Its clients are answered
+/// together and send their next commands within a few hundred microseconds; forwarded as
+/// they come, that was ~9 messages per slot from each follower.
+const FORWARD_GATHER: Duration = Duration::from_micros(300);
+
 /// The longest gathering wait after a slot of `last_batch` commands.
 fn gather_limit(last_batch: usize) -> Duration {
     (GATHER_PER_CMD * last_batch.min(1 << 16) as u32).clamp(GATHER_MIN, GATHER_MAX)
@@ -78,6 +84,11 @@ pub(crate) struct Driver {
     /// Commands in the last decided slot, and until when a small queue waits for more.
     last_batch: usize,
     gather_until: Option<tokio::time::Instant>,
+    /// A follower's commands in the last decided slot, how many it forwarded since it
+    /// learned that slot, and until when a small queue waits for more.
+    last_own: usize,
+    forwarded: usize,
+    forward_until: Option<tokio::time::Instant>,
 }
 
 impl Driver {
@@ -106,6 +117,9 @@ impl Driver {
             last_tick: Instant::now(),
             last_batch: 0,
             gather_until: None,
+            last_own: 0,
+            forwarded: 0,
+            forward_until: None,
         }
     }
 
@@ -121,7 +135,10 @@ impl Driver {
         );
         self.publish_in_force();
         loop {
-            let gather = self.gather_until;
+            let gather = match (self.gather_until, self.forward_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = self.core.stop.cancelled() => break,
@@ -183,6 +200,26 @@ impl Driver {
         }
     }
 
+    /// Whether a follower should keep its queue a little longer: for up to
+    /// [`FORWARD_GATHER`] while it has fewer commands, with those forwarded since the last
+    /// decided slot, than it had in that slot.
+    fn should_hold_forwards(&mut self) -> bool {
+        let following = self.leader.is_some_and(|l| l != self.core.id);
+        let queued = self.engine.queued();
+        if !following || queued == 0 || queued + self.forwarded >= self.last_own {
+            self.forward_until = None;
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let until = *self.forward_until.get_or_insert(now + FORWARD_GATHER);
+        if now < until {
+            true
+        } else {
+            self.forward_until = None;
+            false
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
         let gap = now.duration_since(self.last_tick);
@@ -237,9 +274,16 @@ impl Driver {
         for _ in 0..64 {
             let hold = self.should_hold_batches();
             self.engine.hold_batches(hold);
+            let hold_fwd = self.should_hold_forwards();
+            self.engine.hold_forwards(hold_fwd);
+            if !hold_fwd && self.leader != Some(self.core.id) {
+                self.forwarded += self.engine.queued();
+            }
             let r: Ready = self.engine.ready();
             if let Some((_, Value::Batch(cmds))) = r.decided.last() {
                 self.last_batch = cmds.len();
+                self.last_own = cmds.iter().filter(|c| c.id.node == self.core.id).count();
+                self.forwarded = 0;
             }
             let idle = r.persist.is_empty()
                 && r.send_now.is_empty()

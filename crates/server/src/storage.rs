@@ -78,6 +78,8 @@ struct Stats {
     records_only: u64,
     decided_only: u64,
     busy: std::time::Duration,
+    /// The longest commit.
+    longest: std::time::Duration,
 }
 
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -98,6 +100,7 @@ impl Stats {
             decided_only = self.decided_only,
             busy_ms = self.busy.as_millis() as u64,
             us_per_commit = (self.busy.as_micros() as u64) / self.commits,
+            longest_us = self.longest.as_micros() as u64,
             "storage stats"
         );
         *self = Stats::default();
@@ -167,6 +170,7 @@ fn run(
                 let t = std::time::Instant::now();
                 let result = store.commit_with(batch, &answer).map_err(|e| e.to_string());
                 stats.busy += t.elapsed();
+                stats.longest = stats.longest.max(t.elapsed());
                 stats.maybe_log(&mut since);
                 let failed = result.is_err();
                 let c = Completion { batches, result };

@@ -76,7 +76,7 @@ pub enum StoreError {
     Corrupt(String),
     /// The file was written in an on-disk format this code does not read (an older or newer
     /// version of doozer-rs). Nothing was changed in it.
-    #[error("store file has on-disk format {found}; this build reads format {supported} only")]
+    #[error("store file has on-disk format {found}; this build reads format {supported} (and converts format 4 to it)")]
     UnsupportedFormat {
         /// The format recorded in the file.
         found: u64,

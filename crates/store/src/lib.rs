@@ -50,6 +50,7 @@ mod checkpoint;
 pub mod codec;
 mod error;
 mod keys;
+mod log;
 mod mem;
 mod op;
 mod snapshot;

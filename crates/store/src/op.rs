@@ -114,6 +114,9 @@ pub struct StoreOptions {
     /// least as many revisions as it has files and undo records, so that writing it costs
     /// about what the log it lets go did. Bounds the decided slots a restart replays.
     pub checkpoint_revs: u64,
+    /// Slots per table of the log: the log is dropped a table at a time. Applies to new
+    /// files only (a file keeps the size it was created with).
+    pub log_gen_slots: u64,
 }
 
 impl Default for StoreOptions {
@@ -123,6 +126,7 @@ impl Default for StoreOptions {
             retain_slots: 10_000,
             cache_bytes: 1 << 30,
             checkpoint_revs: 250_000,
+            log_gen_slots: crate::log::DEFAULT_GEN_SLOTS,
         }
     }
 }

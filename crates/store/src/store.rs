@@ -14,6 +14,7 @@ use crate::checkpoint::{self, Checkpointer};
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys::key_path;
+use crate::log::{self, Layout, LogWrite};
 use crate::mem::Mem;
 use crate::op::{ApplyResult, Batch, Commit, Event, StoreOptions, FLAG_SET};
 use crate::tables::{self, Bin};
@@ -36,6 +37,8 @@ pub struct Store {
 pub(crate) struct Inner {
     pub db: Database,
     pub opts: StoreOptions,
+    /// How this file's log is split into tables.
+    pub layout: Layout,
     /// Held for the whole of a write transaction.
     pub writer: Mutex<WriterSlot>,
     /// The applied state and what readers may see of it.
@@ -170,6 +173,10 @@ pub(crate) struct Writer {
     /// The slot and revision of the last recorded checkpoint.
     pub ckpt_slot: Slot,
     pub ckpt_rev: i64,
+    /// How the log is split into tables, and the first generation that may have tables
+    /// (those below are dropped).
+    pub layout: Layout,
+    pub log_floor: u64,
     pub poisoned: bool,
 }
 
@@ -210,18 +217,38 @@ fn poisons(e: &StoreError) -> bool {
 }
 
 /// Checks the format (before touching any other table, so that a file of another format is
-/// refused unchanged), then opens every table so that readers find them.
-/// Returns whether the file is new (had no format row).
-fn init_tables(txn: &WriteTransaction) -> Result<bool> {
+/// refused unchanged), converts a format-4 file, then opens every table so that readers
+/// find them. Returns whether the file is new (had no format row), its log layout and the
+/// first generation of its log.
+fn init_tables(txn: &WriteTransaction, opts: &StoreOptions) -> Result<(bool, Layout, u64)> {
     let mut state = txn.open_table(tables::STATE)?;
     let format = state
         .get(tables::S_FORMAT)?
         .map(|v| tables::read_u64(v.value()))
         .transpose()?;
     let created = format.is_none();
+    let stored_gen = get_u64(&state, tables::S_LOG_GEN)?;
+    let layout = Layout {
+        gen_slots: match stored_gen {
+            0 => opts.log_gen_slots.max(1),
+            n => n,
+        },
+    };
     match format {
-        None => {
+        None | Some(tables::FORMAT_V4) => {
             state.insert(tables::S_FORMAT, tables::u64_row(tables::FORMAT).as_slice())?;
+            state.insert(
+                tables::S_LOG_GEN,
+                tables::u64_row(layout.gen_slots).as_slice(),
+            )?;
+            if format.is_some() {
+                log::migrate_v4(txn, layout)?;
+                info!(
+                    gen_slots = layout.gen_slots,
+                    "converted the store file from format 4 to 5 (the log in tables of \
+                     consecutive slots)"
+                );
+            }
         }
         Some(tables::FORMAT) => {}
         Some(found) => {
@@ -232,10 +259,9 @@ fn init_tables(txn: &WriteTransaction) -> Result<bool> {
         }
     }
     txn.open_table(tables::META)?;
-    txn.open_table(tables::SLOT_META)?;
-    txn.open_table(tables::SLOT_VALUES)?;
     txn.open_table(tables::CONFIGS)?;
-    Ok(created)
+    let floor = layout.generations_w(txn)?.first().copied().unwrap_or(0);
+    Ok((created, layout, floor))
 }
 
 /// The counters of the `state` table.
@@ -368,7 +394,8 @@ impl Store {
         let ckpt_path = checkpoint::checkpoint_path(path);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        if init_tables(&txn)? && ckpt_path.exists() {
+        let (created, layout, log_floor) = init_tables(&txn, &opts)?;
+        if created && ckpt_path.exists() {
             // A checkpoint without its store file (deleted, or another store's): adopting it
             // would bring back old state with its acceptor records forgotten.
             return Err(StoreError::Corrupt(format!(
@@ -379,7 +406,9 @@ impl Store {
             )));
         }
         txn.commit()?;
-        let stored = Self::load_stored(&db)?;
+        let mut stored = Self::load_stored(&db)?;
+        stored.w.layout = layout;
+        stored.w.log_floor = log_floor;
         checkpoint::remove_leftovers(&ckpt_path);
         let mut w = stored.w.clone();
         let mem = match checkpoint::load(&ckpt_path)? {
@@ -396,10 +425,10 @@ impl Store {
         let file_slot = mem.applied;
         let mem = if mem.applied > stored.applied {
             // A snapshot install wrote its checkpoint and stopped before its commit.
-            Self::adopt(&db, &mem, &mut w)?;
+            Self::adopt(&db, &mem, &mut w, layout)?;
             mem
         } else {
-            let mem = Self::replay(&db, mem, &stored, &opts)?;
+            let mem = Self::replay(&db, mem, &stored, &opts, layout)?;
             if mem.rev != stored.rev {
                 return Err(StoreError::Corrupt(format!(
                     "replay reached revision {}, the store recorded {}",
@@ -416,6 +445,7 @@ impl Store {
                 writer: Mutex::new(WriterSlot { w, dedup }),
                 db,
                 opts,
+                layout,
                 ckpt,
             }),
         })
@@ -432,26 +462,30 @@ impl Store {
                 promised: get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO),
                 ckpt_slot: get_u64(&state, tables::S_CKPT_SLOT)?,
                 ckpt_rev: get_u64(&state, tables::S_CKPT_REV)? as i64,
+                layout: Layout { gen_slots: 1 },
+                log_floor: 0,
                 poisoned: false,
             },
         })
     }
 
     /// Applies the decided slots after the checkpoint `mem` up to the recorded applied slot.
-    fn replay(db: &Database, mut mem: Mem, stored: &Stored, opts: &StoreOptions) -> Result<Mem> {
+    fn replay(
+        db: &Database,
+        mut mem: Mem,
+        stored: &Stored,
+        opts: &StoreOptions,
+        layout: Layout,
+    ) -> Result<Mem> {
         let from = mem.applied + 1;
         if stored.applied >= from {
             let txn = db.begin_read()?;
-            let meta = txn.open_table(tables::SLOT_META)?;
-            let values =
-                tables::read_chunks(&txn.open_table(tables::SLOT_VALUES)?, from..=stored.applied)?;
+            let slots = layout.read(&txn, from, stored.applied)?;
             let dedup = dedup_of(&mem);
             let mut fresh = IdMap::default();
             let mut next = from;
-            for (slot, raw) in values {
-                let decided = meta
-                    .get(slot)?
-                    .is_some_and(|m| m.value().first() == Some(&tables::SLOT_DECIDED));
+            for (slot, meta, raw) in slots {
+                let decided = meta.first() == Some(&tables::SLOT_DECIDED);
                 if slot != next || !decided {
                     break;
                 }
@@ -493,11 +527,12 @@ impl Store {
     }
 
     /// Makes the store's records agree with a checkpoint newer than them.
-    fn adopt(db: &Database, mem: &Mem, w: &mut Writer) -> Result<()> {
+    fn adopt(db: &Database, mem: &Mem, w: &mut Writer, layout: Layout) -> Result<()> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        record_install(&txn, mem)?;
+        let floor = record_install(&txn, mem, layout)?;
         txn.commit()?;
+        w.log_floor = floor;
         w.ckpt_slot = mem.applied;
         w.ckpt_rev = mem.rev;
         info!(
@@ -590,7 +625,7 @@ impl Store {
             let tmp = Shared::new(new);
             self.inner.ckpt.write_now(&tmp)?;
             let new = tmp.into_mem();
-            record_install(txn, &new)?;
+            st.log_floor = record_install(txn, &new, self.inner.layout)?;
             st.ckpt_slot = new.applied;
             st.ckpt_rev = new.rev;
             let ids = dedup_of(&new).map;
@@ -737,15 +772,8 @@ impl Store {
         let mut decided_tail = Vec::new();
         // Decided slots since the checkpoint are kept for replay; the engine gets the tail.
         let first = applied.saturating_sub(self.inner.opts.retain_slots) + 1;
-        let values = tables::read_chunks(&txn.open_table(tables::SLOT_VALUES)?, first..)?;
-        let mut values: std::collections::BTreeMap<Slot, Vec<u8>> = values.into_iter().collect();
-        for item in txn.open_table(tables::SLOT_META)?.range(first..)? {
-            let (slot, meta) = item?;
-            let slot = slot.value();
-            let raw = values
-                .remove(&slot)
-                .ok_or_else(|| StoreError::Corrupt(format!("slot {slot} has no value")))?;
-            match meta.value().split_first() {
+        for (slot, meta, raw) in self.inner.layout.read(&txn, first, u64::MAX)? {
+            match meta.split_first() {
                 Some((&tables::SLOT_ACCEPTED, b)) if slot > applied => {
                     accepted.insert(slot, (codec::decode(b)?, codec::decode(&raw)?));
                 }
@@ -815,11 +843,9 @@ fn put_counters(
 
 /// Makes the records say the store is at the state `mem` of a snapshot whose checkpoint is
 /// written: its counters and membership history, no decided slot at or below its slot.
-fn record_install(txn: &WriteTransaction, mem: &Mem) -> Result<()> {
-    txn.open_table(tables::SLOT_META)?
-        .retain_in(..=mem.applied, |_, _| false)?;
-    txn.open_table(tables::SLOT_VALUES)?
-        .retain_in(..=(mem.applied, u32::MAX), |_, _| false)?;
+/// Returns the first generation of the log that may remain.
+fn record_install(txn: &WriteTransaction, mem: &Mem, layout: Layout) -> Result<u64> {
+    let floor = LogWrite::new(txn, layout).remove_through(mem.applied)?;
     txn.delete_table(tables::CONFIGS)?;
     let mut configs = txn.open_table(tables::CONFIGS)?;
     for (slot, c) in mem.configs.iter() {
@@ -833,7 +859,7 @@ fn record_install(txn: &WriteTransaction, mem: &Mem) -> Result<()> {
         tables::S_CKPT_REV,
         tables::u64_row(mem.rev as u64).as_slice(),
     )?;
-    Ok(())
+    Ok(floor)
 }
 
 /// The table `def` of `txn`, opened on first use, so a commit leaves the tables it does not
@@ -849,11 +875,6 @@ fn lazy<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(slot.as_mut().expect("opened above"))
 }
 
-/// Decided slots a commit drops at most. A checkpoint lets tens of thousands go at once;
-/// dropping ~30k in one commit under load (3 nodes on 2 cores) left a driver without a tick
-/// for 212 ms in one run and cost the leader its leadership in another.
-const TRIM_SLOTS: u64 = 256;
-
 /// The body of [`Store::commit`]: `ckpt` is a checkpoint written since the last commit.
 fn apply_batch(
     txn: &WriteTransaction,
@@ -865,8 +886,7 @@ fn apply_batch(
     ckpt: Option<(Slot, i64)>,
 ) -> Result<(Commit, DedupUpdate)> {
     let mut state = None;
-    let mut slot_meta = txn.open_table(tables::SLOT_META)?;
-    let mut slot_values = txn.open_table(tables::SLOT_VALUES)?;
+    let mut log = LogWrite::new(txn, st.layout);
     let mut configs = None;
     let mut fresh = IdMap::default();
     // Checked before anything changes: a gap writes nothing.
@@ -898,10 +918,11 @@ fn apply_batch(
                 value,
             } => {
                 if *slot > applied {
-                    tables::put_chunks(&mut slot_values, *slot, &codec::try_encode(value)?, true)?;
+                    let t = log.gen(*slot)?;
+                    tables::put_chunks(&mut t.values, *slot, &codec::try_encode(value)?, true)?;
                     let mut meta = vec![tables::SLOT_ACCEPTED];
                     meta.extend_from_slice(&codec::try_encode(ballot)?);
-                    slot_meta.insert(*slot, meta.as_slice())?;
+                    t.meta.insert(*slot, meta.as_slice())?;
                 }
             }
         }
@@ -919,17 +940,19 @@ fn apply_batch(
         // The decided value is the log a restart replays after the checkpoint. Usually it
         // was accepted here unchanged: then deciding it is a flag.
         let raw = codec::try_encode(value)?;
-        let was_accepted = slot_meta
+        let t = log.gen(*slot)?;
+        let was_accepted = t
+            .meta
             .get(*slot)?
             .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
         let same = was_accepted
-            && tables::read_chunks(&slot_values, *slot..=*slot)?
+            && tables::read_chunks(&t.values, *slot..=*slot)?
                 .first()
                 .is_some_and(|(_, v)| *v == raw);
         if !same {
-            tables::put_chunks(&mut slot_values, *slot, &raw, true)?;
+            tables::put_chunks(&mut t.values, *slot, &raw, true)?;
         }
-        slot_meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
+        t.meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
         if let Some(c) = done.config {
             let raw = codec::try_encode(&c)?;
             lazy(&mut configs, txn, tables::CONFIGS)?.insert(*slot, raw.as_slice())?;
@@ -954,19 +977,12 @@ fn apply_batch(
     drop(guard);
     // Decided values: kept while a restart needs them (after the checkpoint) and for
     // `retain_slots` to serve lagging peers.
+    // Whole tables go, one per commit at most.
     let cut = out
         .applied
         .saturating_sub(opts.retain_slots)
         .min(st.ckpt_slot);
-    let first = match cut {
-        0 => None,
-        _ => slot_meta.first()?.map(|(k, _)| k.value()),
-    };
-    if let Some(first) = first.filter(|f| *f <= cut) {
-        let bound = cut.min(first.saturating_add(TRIM_SLOTS - 1));
-        tables::trim_slot_meta(&mut slot_meta, bound)?;
-        tables::trim_slot_values(&mut slot_values, bound)?;
-    }
+    st.log_floor = log.drop_below(st.log_floor, cut)?;
     // The counters move only when a slot is applied (an accept alone leaves them).
     if out.applied != applied {
         put_counters(

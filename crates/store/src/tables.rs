@@ -4,9 +4,12 @@
 //! |---|---|---|
 //! | `state` | name | the store's own counters and acceptor state (see the `S_*` names) |
 //! | `meta` | name | the server's metadata ([`crate::Store::meta_put`]) |
-//! | `slot_meta` | slot | accepted at a ballot (slots above the applied one), or decided (kept `retain_slots` below it, and every slot above the last checkpoint) |
-//! | `slot_values` | (slot, chunk) | the slot's encoded `Value`: accepted, then decided |
+//! | `slot_meta.<g>` | slot | accepted at a ballot (slots above the applied one), or decided (kept `retain_slots` below it, and every slot above the last checkpoint) |
+//! | `slot_values.<g>` | (slot, chunk) | the slot's encoded `Value`: accepted, then decided |
 //! | `configs` | slot | encoded `Config`: the membership after that slot, where it changed |
+//!
+//! `<g>` is the slot's generation ([`crate::log`]): the log is split into tables of
+//! consecutive slots so that the slots a checkpoint lets go are dropped table by table.
 //!
 //! The tree and its history are not here: they live in memory ([`crate::mem`]) and on disk as
 //! the last checkpoint (a snapshot stream in a file beside this one) plus the decided slots
@@ -29,8 +32,9 @@ pub(crate) type Bin = &'static [u8];
 
 pub(crate) const STATE: TableDefinition<&str, Bin> = TableDefinition::new("state");
 pub(crate) const META: TableDefinition<&str, Bin> = TableDefinition::new("meta");
-pub(crate) const SLOT_META: TableDefinition<u64, Bin> = TableDefinition::new("slot_meta");
-pub(crate) const SLOT_VALUES: TableDefinition<(u64, u32), Bin> =
+/// Format 4's single pair of slot tables, read once to move them into generations.
+pub(crate) const LEGACY_SLOT_META: TableDefinition<u64, Bin> = TableDefinition::new("slot_meta");
+pub(crate) const LEGACY_SLOT_VALUES: TableDefinition<(u64, u32), Bin> =
     TableDefinition::new("slot_values");
 
 /// A `slot_meta` row: the slot's value was accepted at a ballot (encoded after this byte).
@@ -67,31 +71,6 @@ pub(crate) fn remove_chunks(
     slot: u64,
 ) -> Result<(), StoreError> {
     t.retain_in((slot, 0)..=(slot, u32::MAX), |_, _| false)?;
-    Ok(())
-}
-
-/// Removes the rows of slots up to `cut` from the start of a `slot_meta` table. Unlike
-/// `retain_in`, which copies every leaf it deletes from, this modifies pages in place.
-pub(crate) fn trim_slot_meta(
-    t: &mut redb::Table<'_, u64, Bin>,
-    cut: u64,
-) -> Result<(), StoreError> {
-    use redb::ReadableTable;
-    while t.first()?.is_some_and(|(k, _)| k.value() <= cut) {
-        t.pop_first()?;
-    }
-    Ok(())
-}
-
-/// Removes the chunks of slots up to `cut` from the start of a `slot_values` table.
-pub(crate) fn trim_slot_values(
-    t: &mut redb::Table<'_, (u64, u32), Bin>,
-    cut: u64,
-) -> Result<(), StoreError> {
-    use redb::ReadableTable;
-    while t.first()?.is_some_and(|(k, _)| k.value().0 <= cut) {
-        t.pop_first()?;
-    }
     Ok(())
 }
 
@@ -146,11 +125,17 @@ pub(crate) const S_CKPT_SLOT: &str = "ckpt_slot";
 /// `state` row: the revision of the checkpoint file (i64).
 pub(crate) const S_CKPT_REV: &str = "ckpt_rev";
 
-/// The on-disk format this code reads and writes. 1: unchunked `accepted`/`decided` slot
-/// tables; 2: chunked `accepted`/`decided`; 3: `slot_meta` + `slot_values`, the tree in redb
-/// tables; 4: the tree in memory with checkpoint files. Opening a file of another format is
+/// `state` row: slots per generation of the log (u64), fixed when the file is created.
+pub(crate) const S_LOG_GEN: &str = "log_gen";
+
+/// The on-disk format this code writes. 1: unchunked `accepted`/`decided` slot tables;
+/// 2: chunked `accepted`/`decided`; 3: `slot_meta` + `slot_values`, the tree in redb tables;
+/// 4: the tree in memory with checkpoint files; 5: the slot tables split into generations.
+/// Format 4 files are moved to format 5 when opened; any other format is
 /// [`StoreError::UnsupportedFormat`].
-pub(crate) const FORMAT: u64 = 4;
+pub(crate) const FORMAT: u64 = 5;
+/// The older format this code still opens (and converts).
+pub(crate) const FORMAT_V4: u64 = 4;
 
 pub(crate) fn u64_row(v: u64) -> [u8; 8] {
     v.to_be_bytes()

@@ -24,12 +24,16 @@ use doozer_store::{
 /// Decided values kept below the applied slot for lagging peers.
 const RETAIN: u64 = 5;
 
+/// Slots per table of the log: small, so that tests of a few hundred slots drop tables.
+const GEN: u64 = 16;
+
 /// The whole history is kept, so that a reopened store answers exactly as before.
 fn opts(checkpoint_revs: u64) -> StoreOptions {
     StoreOptions {
         hist_revs: 100_000,
         retain_slots: RETAIN,
         checkpoint_revs,
+        log_gen_slots: GEN,
         ..StoreOptions::default()
     }
 }
@@ -155,18 +159,26 @@ fn stream_meta(bytes: &[u8]) -> SnapshotMeta {
 /// What a closed store's redb file says about checkpoints and the log.
 #[derive(Debug)]
 struct Log {
+    format: u64,
     ckpt_slot: u64,
     applied: u64,
     /// slot -> decided (else accepted).
     slots: BTreeMap<u64, bool>,
+    /// The generations that have tables.
+    gens: Vec<u64>,
 }
 
 fn read_log(dir: &Path) -> Log {
-    use redb::{ReadableTable, TableDefinition};
+    use redb::{ReadableTable, TableDefinition, TableHandle};
     let state = TableDefinition::<&str, &[u8]>::new("state");
-    let slot_meta = TableDefinition::<u64, &[u8]>::new("slot_meta");
     let db = redb::Database::create(store_path(dir)).unwrap();
     let txn = db.begin_read().unwrap();
+    let mut gens: Vec<u64> = txn
+        .list_tables()
+        .unwrap()
+        .filter_map(|t| t.name().strip_prefix("slot_meta.")?.parse().ok())
+        .collect();
+    gens.sort();
     let st = txn.open_table(state).unwrap();
     let u = |k: &str| {
         st.get(k)
@@ -175,14 +187,21 @@ fn read_log(dir: &Path) -> Log {
             .unwrap_or(0)
     };
     let mut slots = BTreeMap::new();
-    for item in txn.open_table(slot_meta).unwrap().iter().unwrap() {
-        let (k, v) = item.unwrap();
-        slots.insert(k.value(), v.value().first() == Some(&2));
+    for g in &gens {
+        let name = format!("slot_meta.{g}");
+        let meta = TableDefinition::<u64, &[u8]>::new(&name);
+        for item in txn.open_table(meta).unwrap().iter().unwrap() {
+            let (k, v) = item.unwrap();
+            assert_eq!(k.value() / GEN, *g, "slot {} in table {name}", k.value());
+            slots.insert(k.value(), v.value().first() == Some(&2));
+        }
     }
     Log {
+        format: u("format"),
         ckpt_slot: u("ckpt_slot"),
         applied: u("applied"),
         slots,
+        gens,
     }
 }
 
@@ -211,6 +230,13 @@ impl Log {
 
     fn first(&self) -> u64 {
         *self.slots.keys().next().expect("a slot in the log")
+    }
+
+    /// The log was dropped up to `cut` as far as whole tables go: it starts in the table of
+    /// slot `cut + 1`, at or before that slot.
+    fn assert_trimmed_to(&self, cut: u64) {
+        assert!(self.first() <= cut + 1, "{self:?} cut {cut}");
+        assert_eq!(self.gens[0], (cut + 1) / GEN, "{self:?} cut {cut}");
     }
 }
 
@@ -356,7 +382,7 @@ fn restart_replays_the_log_after_the_checkpoint() {
     assert_eq!(log.applied, applied);
     assert!(log.ckpt_slot > 0 && log.ckpt_slot < applied, "{log:?}");
     let cut = log.ckpt_slot.min(applied - RETAIN);
-    assert_eq!(log.first(), cut + 1, "the log starts after the cut");
+    log.assert_trimmed_to(cut);
     log.assert_decided_from(cut + 1);
     assert_eq!(
         log.slots.get(&(applied + 1)),
@@ -428,11 +454,14 @@ fn a_long_log_behind_a_new_checkpoint_is_dropped_over_several_commits() {
     record_checkpoint(dir.path(), meta.slot, meta.rev);
     let log = read_log(dir.path());
     assert_eq!((log.first(), log.ckpt_slot), (1, 1_500));
+    assert_eq!(log.gens, (0..=1_500 / GEN).collect::<Vec<_>>());
     let mut next = 1_501;
     // Without new checkpoints the cut stays at the recorded one, and each commit drops the
-    // next 256 slots of the log behind it, however many are left (one commit dropping
-    // thousands stalled a node under load), until the log starts after the cut.
-    let mut first = log.first();
+    // next 256 slots of the log behind it in whole tables, however many are left (one
+    // commit dropping thousands of slots stalled a node under load), until the log starts
+    // in the table of the slot after the cut.
+    let per_commit = 256 / GEN;
+    let mut first = log.gens[0];
     loop {
         let s = Store::open(&path, opts(u64::MAX)).unwrap();
         commit_slots(&s, next, next);
@@ -441,13 +470,15 @@ fn a_long_log_behind_a_new_checkpoint_is_dropped_over_several_commits() {
         let cut = log.ckpt_slot.min(next - 1 - RETAIN);
         let now = read_log(dir.path());
         assert_eq!(now.ckpt_slot, log.ckpt_slot);
+        let droppable = ((cut + 1) / GEN).saturating_sub(first);
         assert_eq!(
-            now.first(),
-            first.max(cut.min(first + 255) + 1),
-            "one commit from slot {first}, cut {cut}"
+            now.gens[0],
+            first + droppable.min(per_commit),
+            "one commit from table {first}, cut {cut}"
         );
-        first = now.first();
-        if first == cut + 1 {
+        first = now.gens[0];
+        if droppable <= per_commit {
+            now.assert_trimmed_to(cut);
             now.assert_decided_from(cut + 1);
             break;
         }
@@ -456,6 +487,102 @@ fn a_long_log_behind_a_new_checkpoint_is_dropped_over_several_commits() {
     let s = Store::open(&path, opts(u64::MAX)).unwrap();
     assert_eq!(s.applied_slot(), next - 1);
     assert_matches_model(&s);
+}
+
+/// Rewrites a closed format-5 store file the way format 4 laid it out: one `slot_meta` and
+/// one `slot_values` table, no `log_gen` row.
+fn downgrade_to_format_4(dir: &Path) {
+    use redb::{ReadableTable, TableDefinition, TableHandle};
+    let db = redb::Database::create(store_path(dir)).unwrap();
+    let txn = db.begin_write().unwrap();
+    let names: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    {
+        let mut meta = txn
+            .open_table(TableDefinition::<u64, &[u8]>::new("slot_meta"))
+            .unwrap();
+        let mut values = txn
+            .open_table(TableDefinition::<(u64, u32), &[u8]>::new("slot_values"))
+            .unwrap();
+        for n in &names {
+            if n.starts_with("slot_meta.") {
+                let def = TableDefinition::<u64, &[u8]>::new(n);
+                for item in txn.open_table(def).unwrap().iter().unwrap() {
+                    let (k, v) = item.unwrap();
+                    meta.insert(k.value(), v.value()).unwrap();
+                }
+                txn.delete_table(def).unwrap();
+            } else if n.starts_with("slot_values.") {
+                let def = TableDefinition::<(u64, u32), &[u8]>::new(n);
+                for item in txn.open_table(def).unwrap().iter().unwrap() {
+                    let (k, v) = item.unwrap();
+                    values.insert(k.value(), v.value()).unwrap();
+                }
+                txn.delete_table(def).unwrap();
+            }
+        }
+        let mut st = txn
+            .open_table(TableDefinition::<&str, &[u8]>::new("state"))
+            .unwrap();
+        st.insert("format", 4u64.to_be_bytes().as_slice()).unwrap();
+        st.remove("log_gen").unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_4_file_is_converted_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    let s = Store::open(&path, opts(50)).unwrap();
+    let next = commit_until_checkpoints(&s, dir.path(), 1, 2);
+    let applied = next + 60;
+    commit_slots(&s, next, applied);
+    // An accept above the applied slot, which the engine must get back.
+    s.commit(Batch {
+        records: vec![Record::Accept {
+            slot: applied + 1,
+            ballot: ballot(applied),
+            value: value_for(applied + 1),
+        }],
+        decided: vec![],
+    })
+    .unwrap();
+    let before = Seen::of(&s);
+    let engine = s.load_engine_state(3).unwrap();
+    drop(s);
+    let log = read_log(dir.path());
+    downgrade_to_format_4(dir.path());
+    let old = read_log(dir.path());
+    assert!(old.gens.is_empty() && old.format == 4, "{old:?}");
+
+    // Opened by this build: the same state and acceptor records, the log in tables again.
+    let s = Store::open(&path, opts(50)).unwrap();
+    Seen::of(&s).assert_same(&before, "converted");
+    let again = s.load_engine_state(3).unwrap();
+    assert_eq!(again.accepted, engine.accepted);
+    assert_eq!(again.decided_tail, engine.decided_tail);
+    assert_eq!(again.promised, engine.promised);
+    drop(s);
+    let now = read_log(dir.path());
+    assert_eq!(
+        (now.format, &now.slots, &now.gens),
+        (5, &log.slots, &log.gens)
+    );
+    // And it goes on: commits, checkpoints, tables dropped, reopened.
+    let s = Store::open(&path, opts(50)).unwrap();
+    let next = commit_until_checkpoints(&s, dir.path(), applied + 1, 2);
+    commit_slots(&s, next, next + 40);
+    assert_matches_model(&s);
+    let after = Seen::of(&s);
+    drop(s);
+    let log = read_log(dir.path());
+    log.assert_trimmed_to(log.ckpt_slot.min(log.applied - RETAIN));
+    let s = Store::open(&path, opts(50)).unwrap();
+    Seen::of(&s).assert_same(&after, "reopened after the conversion");
 }
 
 #[test]
@@ -526,7 +653,8 @@ fn open_completes_an_interrupted_snapshot_install() {
     assert!(log.ckpt_slot >= 200, "{log:?}");
     // B's own log below S is gone; after S, the log is trimmed as usual.
     let cut = log.ckpt_slot.min(log.applied - RETAIN).max(200);
-    assert_eq!(log.first(), cut + 1, "{log:?}");
+    log.assert_trimmed_to(cut);
+    assert!(log.first() > 200, "{log:?}");
     log.assert_decided_from(cut + 1);
     // And a reopen keeps it.
     let b = Store::open(&store_path(db.path()), opts(50)).unwrap();

@@ -32,6 +32,8 @@ fn opts() -> StoreOptions {
         cache_bytes: 16 << 20,
         // Checkpoints every few hundred revisions, so that kills land in them too.
         checkpoint_revs: 400,
+        // Small log tables, so that kills land in dropping them too.
+        log_gen_slots: 16,
     }
 }
 

@@ -29,6 +29,8 @@ fn opts() -> StoreOptions {
         // Checkpoint files are written with std::fs and fsynced (not simulated here); they
         // are on, every few hundred revisions, so that the log is trimmed behind them.
         checkpoint_revs: 300,
+        // Small log tables, so that dropping them is among what the power cuts hit.
+        log_gen_slots: 16,
     }
 }
 

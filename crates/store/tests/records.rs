@@ -280,7 +280,7 @@ fn a_file_of_another_format_is_refused_unchanged() {
             err,
             doozer_store::StoreError::UnsupportedFormat {
                 found: 2,
-                supported: 4
+                supported: 5
             }
         ),
         "{err:?}"

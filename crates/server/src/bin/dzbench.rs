@@ -5,6 +5,8 @@
 //! clients, spread over the addresses round-robin, each with one set outstanding
 //! (throughput). `scripts/bench.sh` starts a 3-node cluster and runs it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -27,9 +29,16 @@ struct Args {
     /// Seconds per phase.
     #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// Seconds of the one-client phase, if not `--secs`.
+    #[arg(long)]
+    single_secs: Option<u64>,
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// Print the concurrent phase's rate every this many seconds (0: only the total), to
+    /// see whether a long run slows down as it goes.
+    #[arg(long, default_value_t = 0)]
+    every: u64,
 }
 
 type Conn = Framed<TcpStream, ClientCodec>;
@@ -42,12 +51,14 @@ async fn connect(addr: &str) -> Result<Conn, String> {
     Ok(Framed::new(s, ClientCodec::new()))
 }
 
-/// Runs sets for `d`; returns (ok count, error count, latency histogram in µs).
+/// Runs sets for `d`, counting each acknowledged one in `done`; returns (ok count, error
+/// count, latency histogram in µs).
 async fn client(
     addr: String,
     id: usize,
     d: Duration,
     size: usize,
+    done: Arc<AtomicU64>,
 ) -> Result<(u64, u64, Histogram<u64>), String> {
     let mut c = connect(&addr).await?;
     let value = bytes::Bytes::from(vec![b'x'; size]);
@@ -74,6 +85,7 @@ async fn client(
             errs += 1;
         } else {
             ok += 1;
+            done.fetch_add(1, Ordering::Relaxed);
             let _ = h.record(us.max(1));
         }
     }
@@ -98,17 +110,38 @@ async fn main() -> Result<(), String> {
     let d = Duration::from_secs(a.secs);
 
     let t = Instant::now();
-    let (ok, errs, h) = client(a.addrs[0].clone(), 0, d, a.size).await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let single = a.single_secs.map_or(d, Duration::from_secs);
+    let (ok, errs, h) = client(a.addrs[0].clone(), 0, single, a.size, done.clone()).await?;
     report("1 client", ok, errs, &h, t.elapsed());
 
     // Tells a wrapper (scripts/bench.sh) when to start measuring the concurrent phase.
     println!("starting {} clients", a.clients);
     let t = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..a.clients {
         let addr = a.addrs[i % a.addrs.len()].clone();
-        tasks.push(tokio::spawn(client(addr, i + 1, d, a.size)));
+        tasks.push(tokio::spawn(client(addr, i + 1, d, a.size, done.clone())));
     }
+    let ticker = (a.every > 0).then(|| {
+        let done = done.clone();
+        let every = Duration::from_secs(a.every);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut last = 0;
+            loop {
+                tick.tick().await;
+                let now = done.load(Ordering::Relaxed);
+                println!(
+                    "  at {:>4.0}s: {:.0} sets/s",
+                    t.elapsed().as_secs_f64(),
+                    (now - last) as f64 / every.as_secs_f64()
+                );
+                last = now;
+            }
+        })
+    });
     let mut total =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let (mut ok, mut errs) = (0, 0);
@@ -117,6 +150,9 @@ async fn main() -> Result<(), String> {
         ok += o;
         errs += e;
         total.add(&h).map_err(|e| e.to_string())?;
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
     }
     report(
         &format!("{} clients", a.clients),
