@@ -59,6 +59,12 @@ const GATHER_MAX: Duration = Duration::from_millis(2);
 /// they come, that was ~9 messages per slot from each follower.
 const FORWARD_GATHER: Duration = Duration::from_micros(300);
 
+/// Whether a follower with `queued` commands, having forwarded `forwarded` since it learned
+/// the last decided slot, which carried `last_own` of its commands, waits for more.
+fn forward_wants_more(queued: usize, forwarded: usize, last_own: usize) -> bool {
+    queued > 0 && queued + forwarded < last_own
+}
+
 /// The longest gathering wait after a slot of `last_batch` commands.
 fn gather_limit(last_batch: usize) -> Duration {
     (GATHER_PER_CMD * last_batch.min(1 << 16) as u32).clamp(GATHER_MIN, GATHER_MAX)
@@ -206,7 +212,7 @@ impl Driver {
     fn should_hold_forwards(&mut self) -> bool {
         let following = self.leader.is_some_and(|l| l != self.core.id);
         let queued = self.engine.queued();
-        if !following || queued == 0 || queued + self.forwarded >= self.last_own {
+        if !following || !forward_wants_more(queued, self.forwarded, self.last_own) {
             self.forward_until = None;
             return false;
         }
@@ -563,6 +569,20 @@ pub(crate) fn keep_voters(cfg: &Config, prev: &Config) -> Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_waits_only_while_its_group_is_incomplete() {
+        // Nothing queued, or nothing to wait for (one client, or a first command).
+        assert!(!forward_wants_more(0, 0, 5));
+        assert!(!forward_wants_more(1, 0, 0));
+        assert!(!forward_wants_more(1, 0, 1));
+        // Part of the last slot's group has come: wait for the rest.
+        assert!(forward_wants_more(3, 0, 5));
+        // With what was forwarded since the decision, the group is complete: go.
+        assert!(!forward_wants_more(3, 2, 5));
+        assert!(!forward_wants_more(5, 0, 5));
+        assert!(!forward_wants_more(7, 0, 5));
+    }
 
     #[test]
     fn small_slots_wait_little_and_large_ones_at_most_the_cap() {
