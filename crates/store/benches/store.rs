@@ -1,5 +1,7 @@
 //! Store throughput: group commits of 100-byte sets (applied sets/s and fsyncs/s for batches of
-//! 1, 16 and 256 commands per commit), then point reads on a store of many files.
+//! 1, 16 and 256 commands per commit), then point reads on a store of many files, then the
+//! CPU time of a checkpoint's export (`BENCH_EXPORT_FILES` files, default 64000, and
+//! `BENCH_EXPORT_CHANGES` overwrites in the history, default 100000: the 64-client bench).
 //!
 //! `cargo bench -p doozer-store --bench store`. Environment: `BENCH_FILES` (default 1000000)
 //! sets the size of the read store (0: no read test), `BENCH_SECS` (default 3) the time per
@@ -123,6 +125,60 @@ fn writes(batch: usize, spread: u64, secs: f64) {
     );
 }
 
+/// A checkpoint's work: exporting a store of `files` 100-byte files, `changes` of them
+/// overwritten since (so the history holds that many undo records), to a sink.
+fn export(files: u64, changes: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        checkpoint_revs: u64::MAX,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&dir.path().join("bench.redb"), opts).unwrap();
+    let path = |i: u64| format!("/bench/c{}/k{}", i % 64, (i / 64) % files.div_ceil(64));
+    let per = 20_000;
+    let mut i = 0;
+    while i < files + changes {
+        let n = per.min(files + changes - i) as usize;
+        let slot = store.applied_slot() + 1;
+        store
+            .commit(Batch {
+                records: vec![],
+                decided: vec![(slot, slot_of(i, n, path))],
+            })
+            .unwrap();
+        i += n as u64;
+    }
+    let mut best = f64::MAX;
+    let mut bytes = 0;
+    for _ in 0..3 {
+        let mut out = Counting(0);
+        let cpu = thread_cpu();
+        store.export_snapshot(&mut out).unwrap();
+        best = best.min(thread_cpu() - cpu);
+        bytes = out.0;
+    }
+    println!(
+        "export of {files} files and {changes} changes: {:.0} ms of CPU (best of 3), {} MB, \
+         {:.2} us per item",
+        best * 1e3,
+        bytes >> 20,
+        best * 1e6 / (files + changes) as f64
+    );
+}
+
+/// A sink that counts what it is given.
+struct Counting(u64);
+
+impl std::io::Write for Counting {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn reads(files: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("bench.redb"), StoreOptions::default()).unwrap();
@@ -241,4 +297,13 @@ fn main() {
     if files > 0 {
         reads(files);
     }
+    let (ef, ec) = if quick {
+        (2_000, 3_000)
+    } else {
+        (
+            env("BENCH_EXPORT_FILES", 64_000),
+            env("BENCH_EXPORT_CHANGES", 100_000),
+        )
+    };
+    export(ef, ec);
 }
