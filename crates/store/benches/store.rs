@@ -125,6 +125,25 @@ fn writes(batch: usize, spread: u64, secs: f64) {
     );
 }
 
+/// Sets per commit when a bench fills a store.
+const FILL_PER: u64 = 20_000;
+
+/// Commits `sets` sets of 100-byte values (the i-th to `path(i)`), [`FILL_PER`] a commit.
+fn fill(store: &Store, sets: u64, path: impl Fn(u64) -> String + Copy) {
+    let mut i = 0;
+    while i < sets {
+        let n = FILL_PER.min(sets - i) as usize;
+        let slot = store.applied_slot() + 1;
+        store
+            .commit(Batch {
+                records: vec![],
+                decided: vec![(slot, slot_of(i, n, path))],
+            })
+            .unwrap();
+        i += n as u64;
+    }
+}
+
 /// A checkpoint's work: exporting a store of `files` 100-byte files, `changes` of them
 /// overwritten since (so the history holds that many undo records), to a sink.
 fn export(files: u64, changes: u64) {
@@ -135,19 +154,7 @@ fn export(files: u64, changes: u64) {
     };
     let store = Store::open(&dir.path().join("bench.redb"), opts).unwrap();
     let path = |i: u64| format!("/bench/c{}/k{}", i % 64, (i / 64) % files.div_ceil(64));
-    let per = 20_000;
-    let mut i = 0;
-    while i < files + changes {
-        let n = per.min(files + changes - i) as usize;
-        let slot = store.applied_slot() + 1;
-        store
-            .commit(Batch {
-                records: vec![],
-                decided: vec![(slot, slot_of(i, n, path))],
-            })
-            .unwrap();
-        i += n as u64;
-    }
+    fill(&store, files + changes, path);
     let mut best = f64::MAX;
     let mut bytes = 0;
     for _ in 0..3 {
@@ -184,22 +191,10 @@ fn reads(files: u64) {
     let store = Store::open(&dir.path().join("bench.redb"), StoreOptions::default()).unwrap();
     let path = |i: u64| format!("/r/{}/{}", i % 1000, i);
     let start = Instant::now();
-    let per = 20_000;
-    let mut i = 0;
-    while i < files {
-        let n = per.min(files - i) as usize;
-        let slot = store.applied_slot() + 1;
-        store
-            .commit(Batch {
-                records: vec![],
-                decided: vec![(slot, slot_of(i, n, path))],
-            })
-            .unwrap();
-        i += n as u64;
-    }
+    fill(&store, files, path);
     let t = start.elapsed().as_secs_f64();
     println!(
-        "built {files} files in {t:.1} s ({:.0} sets/s in commits of {per})",
+        "built {files} files in {t:.1} s ({:.0} sets/s in commits of {FILL_PER})",
         files as f64 / t
     );
 
