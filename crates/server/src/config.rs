@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// Decided slots the engine keeps in memory to catch lagging peers up; older ones are
     /// only reachable through a snapshot.
     pub retain_slots: u64,
+    /// Revisions between checkpoints of the tree to disk (`--checkpoint-revs`); a restart
+    /// replays the log after the last one.
+    pub checkpoint_revs: u64,
     /// Maximum undecided slots in flight, and the membership delay (the alpha rule).
     pub alpha: u64,
     /// Slots of new commands a leader keeps in flight at most (commands arriving meanwhile
@@ -74,6 +77,7 @@ impl Default for NodeConfig {
             unsafe_local_reads: false,
             tick: Duration::from_millis(10),
             retain_slots: 4096,
+            checkpoint_revs: doozer_store::StoreOptions::default().checkpoint_revs,
             alpha: 50,
             max_inflight: 1,
         }

@@ -81,6 +81,7 @@ pub(crate) fn open_store(cfg: &NodeConfig) -> Result<Store, StartError> {
     let opts = StoreOptions {
         hist_revs: cfg.hist_revs,
         retain_slots: cfg.retain_slots,
+        checkpoint_revs: cfg.checkpoint_revs,
         ..StoreOptions::default()
     };
     Store::open(&cfg.data_dir.join("doozer.redb"), opts).map_err(|e| store_err(cfg, e))
