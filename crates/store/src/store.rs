@@ -250,6 +250,11 @@ fn init_tables(txn: &WriteTransaction, opts: &StoreOptions) -> Result<(bool, Lay
                 );
             }
         }
+        Some(tables::FORMAT) if stored_gen == 0 => {
+            return Err(StoreError::Corrupt(
+                "the store file has no log_gen row: its log cannot be found".into(),
+            ))
+        }
         Some(tables::FORMAT) => {}
         Some(found) => {
             return Err(StoreError::UnsupportedFormat {

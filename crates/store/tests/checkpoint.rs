@@ -583,6 +583,23 @@ fn a_format_4_file_is_converted_with_its_log() {
     log.assert_trimmed_to(log.ckpt_slot.min(log.applied - RETAIN));
     let s = Store::open(&path, opts(50)).unwrap();
     Seen::of(&s).assert_same(&after, "reopened after the conversion");
+    drop(s);
+    // A format-5 file that lost its table size is refused, not read with a guessed one.
+    {
+        use redb::TableDefinition;
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TableDefinition::<&str, &[u8]>::new("state"))
+            .unwrap()
+            .remove("log_gen")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = open_err(&path);
+    assert!(
+        matches!(&err, StoreError::Corrupt(why) if why.contains("log_gen")),
+        "{err:?}"
+    );
 }
 
 #[test]
