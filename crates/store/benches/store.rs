@@ -154,7 +154,13 @@ fn export(files: u64, changes: u64) {
     };
     let store = Store::open(&dir.path().join("bench.redb"), opts).unwrap();
     let path = |i: u64| format!("/bench/c{}/k{}", i % 64, (i / 64) % files.div_ceil(64));
+    let cpu = thread_cpu();
     fill(&store, files + changes, path);
+    println!(
+        "{files} creates then {changes} changes, in commits of {FILL_PER}: {:.2} us of CPU \
+         per set",
+        (thread_cpu() - cpu) * 1e6 / (files + changes) as f64
+    );
     let mut best = f64::MAX;
     let mut bytes = 0;
     for _ in 0..3 {
