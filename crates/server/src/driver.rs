@@ -65,6 +65,18 @@ fn forward_wants_more(queued: usize, forwarded: usize, last_own: usize) -> bool 
     queued > 0 && queued + forwarded < last_own
 }
 
+/// Whether a wait of `limit`, started when `deadline` was first set (now, if unset), is
+/// still on; a wait that ended clears the deadline.
+fn wait_until(deadline: &mut Option<tokio::time::Instant>, limit: Duration) -> bool {
+    let now = tokio::time::Instant::now();
+    if now < *deadline.get_or_insert(now + limit) {
+        true
+    } else {
+        *deadline = None;
+        false
+    }
+}
+
 /// The longest gathering wait after a slot of `last_batch` commands.
 fn gather_limit(last_batch: usize) -> Duration {
     (GATHER_PER_CMD * last_batch.min(1 << 16) as u32).clamp(GATHER_MIN, GATHER_MAX)
@@ -194,16 +206,7 @@ impl Driver {
             self.gather_until = None;
             return false;
         }
-        let now = tokio::time::Instant::now();
-        let until = *self
-            .gather_until
-            .get_or_insert(now + gather_limit(self.last_batch));
-        if now < until {
-            true
-        } else {
-            self.gather_until = None;
-            false
-        }
+        wait_until(&mut self.gather_until, gather_limit(self.last_batch))
     }
 
     /// Whether a follower should keep its queue a little longer: for up to
@@ -216,14 +219,7 @@ impl Driver {
             self.forward_until = None;
             return false;
         }
-        let now = tokio::time::Instant::now();
-        let until = *self.forward_until.get_or_insert(now + FORWARD_GATHER);
-        if now < until {
-            true
-        } else {
-            self.forward_until = None;
-            false
-        }
+        wait_until(&mut self.forward_until, FORWARD_GATHER)
     }
 
     fn on_tick(&mut self) {

@@ -175,18 +175,23 @@ impl Mem {
         self.paths.get(key)?.file.as_ref()
     }
 
-    /// Creates the file at `key` (which has none).
-    pub fn create_file(&mut self, key: Bytes, f: FileVal) {
-        for i in dir_ends(&key) {
-            *self.dirs.entry(key.slice(..i)).or_insert(0) += 1;
-        }
-        let p = match self.paths.entry(key) {
+    /// The entry of `key`, made (and ordered) if it has none.
+    fn path_mut(&mut self, key: Bytes) -> &mut PathState {
+        match self.paths.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 self.keys.insert(e.key().clone());
                 e.insert(PathState::default())
             }
-        };
+        }
+    }
+
+    /// Creates the file at `key` (which has none).
+    pub fn create_file(&mut self, key: Bytes, f: FileVal) {
+        for i in dir_ends(&key) {
+            *self.dirs.entry(key.slice(..i)).or_insert(0) += 1;
+        }
+        let p = self.path_mut(key);
         if p.file.replace(f).is_none() {
             self.file_count += 1;
         }
@@ -221,13 +226,7 @@ impl Mem {
     /// Records the state of `key` before the change at `rev` (revs arrive in increasing
     /// order per key). False if the key already has a record at or after `rev`.
     pub fn push_undo(&mut self, key: Bytes, rev: u64, old: Option<FileVal>) -> bool {
-        let p = match self.paths.entry(key) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                self.keys.insert(e.key().clone());
-                e.insert(PathState::default())
-            }
-        };
+        let p = self.path_mut(key);
         if p.undo.back().is_some_and(|(r, _)| *r >= rev) {
             return false;
         }

@@ -173,9 +173,7 @@ pub(crate) struct Writer {
     /// The slot and revision of the last recorded checkpoint.
     pub ckpt_slot: Slot,
     pub ckpt_rev: i64,
-    /// How the log is split into tables, and the first generation that may have tables
-    /// (those below are dropped).
-    pub layout: Layout,
+    /// The first generation of the log that may have tables (those below are dropped).
     pub log_floor: u64,
     pub poisoned: bool,
 }
@@ -265,7 +263,7 @@ fn init_tables(txn: &WriteTransaction, opts: &StoreOptions) -> Result<(bool, Lay
     }
     txn.open_table(tables::META)?;
     txn.open_table(tables::CONFIGS)?;
-    let floor = layout.generations_w(txn)?.first().copied().unwrap_or(0);
+    let floor = log::first_generation(txn)?;
     Ok((created, layout, floor))
 }
 
@@ -412,7 +410,6 @@ impl Store {
         }
         txn.commit()?;
         let mut stored = Self::load_stored(&db)?;
-        stored.w.layout = layout;
         stored.w.log_floor = log_floor;
         checkpoint::remove_leftovers(&ckpt_path);
         let mut w = stored.w.clone();
@@ -467,7 +464,6 @@ impl Store {
                 promised: get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO),
                 ckpt_slot: get_u64(&state, tables::S_CKPT_SLOT)?,
                 ckpt_rev: get_u64(&state, tables::S_CKPT_REV)? as i64,
-                layout: Layout { gen_slots: 1 },
                 log_floor: 0,
                 poisoned: false,
             },
@@ -664,10 +660,10 @@ impl Store {
             slots = batch.decided.len()
         )
         .entered();
-        let opts = self.inner.opts.clone();
-        let ckpt = self.inner.ckpt.done();
-        self.write(move |txn, st, sh, dedup| {
-            let mut out = apply_batch(txn, st, sh, batch, &opts, dedup, ckpt)?;
+        let inner = &*self.inner;
+        let ckpt = inner.ckpt.done();
+        self.write(move |txn, st, _, dedup| {
+            let mut out = apply_batch(txn, st, inner, batch, dedup, ckpt)?;
             if !out.0.results.is_empty() {
                 applied(std::mem::take(&mut out.0.results));
             }
@@ -884,14 +880,14 @@ fn lazy<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
 fn apply_batch(
     txn: &WriteTransaction,
     st: &mut Writer,
-    sh: &Shared,
+    inner: &Inner,
     batch: Batch,
-    opts: &StoreOptions,
     dedup: &Dedup,
     ckpt: Option<(Slot, i64)>,
 ) -> Result<(Commit, DedupUpdate)> {
+    let sh = &*inner.shared;
     let mut state = None;
-    let mut log = LogWrite::new(txn, st.layout);
+    let mut log = LogWrite::new(txn, inner.layout);
     let mut configs = None;
     let mut fresh = IdMap::default();
     // Checked before anything changes: a gap writes nothing.
@@ -981,11 +977,10 @@ fn apply_batch(
     // The rest only writes redb tables: readers need not wait for it.
     drop(guard);
     // Decided values: kept while a restart needs them (after the checkpoint) and for
-    // `retain_slots` to serve lagging peers.
-    // Whole tables go, one per commit at most.
+    // `retain_slots` to serve lagging peers; dropped in whole tables, a few per commit.
     let cut = out
         .applied
-        .saturating_sub(opts.retain_slots)
+        .saturating_sub(inner.opts.retain_slots)
         .min(st.ckpt_slot);
     st.log_floor = log.drop_below(st.log_floor, cut)?;
     // The counters move only when a slot is applied (an accept alone leaves them).
