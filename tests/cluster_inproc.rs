@@ -194,6 +194,31 @@ async fn three_nodes_join_and_agree_then_lose_quorum() {
         "took {:?}",
         t.elapsed()
     );
+    // Once the survivor knows no leader, the engine refuses its writes; the refusal comes
+    // back through the write's waiter and the write proposes again until its deadline.
+    eventually(
+        Duration::from_secs(30),
+        "the survivor knows no leader",
+        || hs[0].consensus().leader.is_none(),
+    )
+    .await;
+    let t = Instant::now();
+    let r = hs[0]
+        .write(set("/k/lost", -1, "y"), Duration::from_secs(1))
+        .await;
+    assert!(matches!(r, Err(NodeError::NoLeader)), "{r:?}");
+    // Not the first refusal's answer: the last retry ends within one backoff (200 ms) of
+    // the deadline.
+    assert!(
+        t.elapsed() >= Duration::from_millis(750),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     seed.shutdown().await;
 }
 

@@ -37,6 +37,14 @@ pub struct Consensus {
     pub in_force: doozer_paxos::Config,
 }
 
+/// What a waiting write learns: its result, or that the engine did not take its proposal
+/// (the driver answers only refusals, so a taken proposal costs no reply).
+#[derive(Debug)]
+pub(crate) enum WriteOutcome {
+    Applied(WriteResult),
+    Refused(ProposeError),
+}
+
 /// A read-index answer: the slot to wait for, or why there is none.
 pub(crate) type ReadAnswer = Result<Slot, String>;
 
@@ -52,7 +60,7 @@ pub(crate) struct Core {
     pub config0: doozer_paxos::Config,
     pub store: Store,
     pub driver: mpsc::Sender<Input>,
-    pub writes: Mutex<HashMap<CommandId, oneshot::Sender<WriteResult>>>,
+    pub writes: Mutex<HashMap<CommandId, oneshot::Sender<WriteOutcome>>>,
     pub reads: Mutex<HashMap<u64, oneshot::Sender<ReadAnswer>>>,
     pub applied: watch::Sender<Applied>,
     pub consensus: watch::Sender<Consensus>,
@@ -166,43 +174,28 @@ impl Handle {
         self.core.cfg.write_deadline
     }
 
-    async fn propose_once(&self, cmd: Command) -> Result<(), ProposeError> {
+    /// Registers the waiter for the outcome of the command `id` (replacing any earlier one).
+    fn waiter(&self, id: CommandId) -> oneshot::Receiver<WriteOutcome> {
         let (tx, rx) = oneshot::channel();
+        self.core.writes.lock().expect("writes lock").insert(id, tx);
+        rx
+    }
+
+    /// Hands `cmd` to the driver; a refusal comes back through its waiter.
+    async fn propose(&self, cmd: &Command) -> Result<(), NodeError> {
+        self.core.check_failed()?;
         if self
             .core
             .driver
-            .send(Input::Propose(cmd, tx))
+            .send(Input::Propose(cmd.clone()))
             .await
             .is_err()
         {
-            return Err(ProposeError::NoLeader);
-        }
-        rx.await.unwrap_or(Err(ProposeError::NoLeader))
-    }
-
-    /// Proposes until the engine takes the command or `until` passes.
-    async fn propose_until(
-        &self,
-        cmd: &Command,
-        until: tokio::time::Instant,
-    ) -> Result<(), NodeError> {
-        let mut attempt = 0;
-        loop {
+            // The driver is gone: the node is stopping, perhaps because storage failed.
             self.core.check_failed()?;
-            let err = match self.propose_once(cmd.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let wait = backoff(attempt);
-            attempt += 1;
-            if tokio::time::Instant::now() + wait >= until {
-                return Err(match err {
-                    ProposeError::Busy => NodeError::Busy,
-                    _ => NodeError::NoLeader,
-                });
-            }
-            tokio::time::sleep(wait).await;
+            return Err(NodeError::Shutdown);
         }
+        Ok(())
     }
 }
 
@@ -251,37 +244,52 @@ impl NodeHandle for Handle {
         // else runs on this thread meanwhile with this write's span.
         let span = tracing::debug_span!("write", seq = id.seq);
         async move {
-            let (tx, mut rx) = oneshot::channel();
-            core.writes.lock().expect("writes lock").insert(id, tx);
             let _guard = WriteGuard { core, id };
             let cmd = Command {
                 id,
                 data: doozer_store::codec::encode_op(&op),
             };
             let until = tokio::time::Instant::now() + deadline;
-            self.propose_until(&cmd, until).await?;
+            // Whether the engine took one of the proposals: its fate is unknown from then on.
+            let mut taken = false;
+            let mut attempt = 0;
+            let mut rx = self.waiter(id);
+            self.propose(&cmd).await?;
             loop {
                 let next = (tokio::time::Instant::now() + REPROPOSE_AFTER).min(until);
-                match tokio::time::timeout_at(next, &mut rx).await {
-                    Ok(Ok(r)) => return Ok(r),
+                let refused = match tokio::time::timeout_at(next, &mut rx).await {
+                    Ok(Ok(WriteOutcome::Applied(r))) => return Ok(r),
+                    Ok(Ok(WriteOutcome::Refused(e))) => e,
                     Ok(Err(_)) => {
                         core.check_failed()?;
                         return Err(NodeError::Shutdown);
                     }
                     Err(_) if next >= until => return Err(NodeError::Timeout),
                     Err(_) => {
-                        // Same command id: the store applies it at most once.
+                        // Not refused: the engine took it, and a forwarded proposal can be
+                        // lost with a leader change. Same command id: the store applies it
+                        // at most once.
                         tracing::debug!("write not answered yet; proposing again");
-                        match self.propose_until(&cmd, until).await {
-                            Ok(()) => {}
-                            Err(NodeError::NoLeader | NodeError::Busy) => {
-                                // Already proposed once: its fate is unknown.
-                                return Err(NodeError::Timeout);
-                            }
-                            Err(e) => return Err(e),
-                        }
+                        taken = true;
+                        self.propose(&cmd).await?;
+                        continue;
                     }
+                };
+                // The driver dropped the waiter with its refusal: a new one at once, so
+                // that an earlier proposal applied meanwhile still finds it.
+                rx = self.waiter(id);
+                let wait = backoff(attempt);
+                attempt += 1;
+                if tokio::time::Instant::now() + wait >= until {
+                    return Err(match refused {
+                        // Proposed before: it may still be applied.
+                        _ if taken => NodeError::Timeout,
+                        ProposeError::Busy => NodeError::Busy,
+                        ProposeError::NoLeader => NodeError::NoLeader,
+                    });
                 }
+                tokio::time::sleep(wait).await;
+                self.propose(&cmd).await?;
             }
         }
         .instrument(span)
@@ -356,6 +364,6 @@ pub(crate) fn answer_write(core: &Core, id: CommandId, r: ApplyResult) {
     }
     if let Some(tx) = core.writes.lock().expect("writes lock").remove(&id) {
         core.answered_rev.fetch_max(r.rev(), Ordering::AcqRel);
-        let _ = tx.send(to_write_result(r));
+        let _ = tx.send(WriteOutcome::Applied(to_write_result(r)));
     }
 }

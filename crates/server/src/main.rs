@@ -97,6 +97,14 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = doozer_store::StoreOptions::default().checkpoint_revs)]
     checkpoint_revs: u64,
 
+    /// Worker threads of the node's runtime (client sessions, peer links, consensus).
+    /// Default: half the CPUs, at least one (commits and checkpoints have threads of their
+    /// own).
+    // Three nodes sharing 2 CPUs with two workers each spent ~12% more CPU per set than
+    // with one (alternating `scripts/bench.sh` runs, 2026-11-30).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
     /// Decided slots kept in memory to catch up lagging peers (older: snapshot).
     #[arg(long, hide = true, default_value_t = 4096)]
     retain_slots: u64,
@@ -197,6 +205,11 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
     })
 }
 
+/// Runtime workers by default on a machine with `cpus` CPUs (see `--threads`).
+fn default_threads(cpus: usize) -> usize {
+    (cpus / 2).max(1)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse_from(compat_args());
     tracing_subscriber::fmt()
@@ -233,7 +246,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let threads = match args.threads {
+        Some(0) => {
+            eprintln!("doozerd: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        Some(n) => n,
+        None => default_threads(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -335,6 +357,17 @@ mod tests {
         assert_eq!(c.hist_revs, 10);
         assert_eq!(c.checkpoint_revs, 1000);
         assert!(config(&Args::parse_from(["doozerd", "--checkpoint-revs", "0"])).is_err());
+        let t = Args::parse_from(["doozerd", "--threads", "3"]);
+        assert_eq!(t.threads, Some(3));
+        assert_eq!(Args::parse_from(["doozerd"]).threads, None);
+    }
+
+    #[test]
+    fn default_threads_leave_room_for_the_storage_thread() {
+        assert_eq!(default_threads(1), 1);
+        assert_eq!(default_threads(2), 1);
+        assert_eq!(default_threads(3), 1);
+        assert_eq!(default_threads(8), 4);
     }
 
     #[test]

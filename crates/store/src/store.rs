@@ -663,11 +663,7 @@ impl Store {
         let inner = &*self.inner;
         let ckpt = inner.ckpt.done();
         self.write(move |txn, st, _, dedup| {
-            let mut out = apply_batch(txn, st, inner, batch, dedup, ckpt)?;
-            if !out.0.results.is_empty() {
-                applied(std::mem::take(&mut out.0.results));
-            }
-            Ok(out)
+            apply_batch(txn, st, inner, batch, dedup, ckpt, applied)
         })
     }
 
@@ -884,6 +880,7 @@ fn apply_batch(
     batch: Batch,
     dedup: &Dedup,
     ckpt: Option<(Slot, i64)>,
+    answer: impl FnOnce(Vec<(CommandId, ApplyResult)>),
 ) -> Result<(Commit, DedupUpdate)> {
     let sh = &*inner.shared;
     let mut state = None;
@@ -903,6 +900,30 @@ fn apply_batch(
             }
             expect += 1;
         }
+    }
+    // The decided slots first, in memory: their clients are answered before this node
+    // spends time on its own records (see `Store::commit_with`).
+    let mut out = Commit::default();
+    let mut guard = sh.write();
+    let mem = &mut *guard;
+    let mut decided = Vec::with_capacity(batch.decided.len());
+    for (slot, value) in &batch.decided {
+        if *slot <= mem.applied {
+            continue;
+        }
+        let done = apply_slot(mem, *slot, value, dedup, &mut fresh);
+        out.results.extend(done.results);
+        out.events.extend(done.events);
+        decided.push((*slot, value, done.config));
+    }
+    let trim_below = trim_configs(mem);
+    out.rev = mem.rev;
+    out.applied = mem.applied;
+    let floor = mem.floor;
+    // The rest only writes redb tables: readers need not wait for it.
+    drop(guard);
+    if !out.results.is_empty() {
+        answer(std::mem::take(&mut out.results));
     }
     for rec in &batch.records {
         match rec {
@@ -928,37 +949,28 @@ fn apply_batch(
             }
         }
     }
-    let mut out = Commit::default();
-    let mut guard = sh.write();
-    let mem = &mut *guard;
-    for (slot, value) in &batch.decided {
-        if *slot <= mem.applied {
-            continue;
-        }
-        let done = apply_slot(mem, *slot, value, dedup, &mut fresh);
-        out.results.extend(done.results);
-        out.events.extend(done.events);
+    for (slot, value, config) in decided {
         // The decided value is the log a restart replays after the checkpoint. Usually it
         // was accepted here unchanged: then deciding it is a flag.
         let raw = codec::try_encode(value)?;
-        let t = log.gen(*slot)?;
+        let t = log.gen(slot)?;
         let was_accepted = t
             .meta
-            .get(*slot)?
+            .get(slot)?
             .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
         let same = was_accepted
-            && tables::read_chunks(&t.values, *slot..=*slot)?
+            && tables::read_chunks(&t.values, slot..=slot)?
                 .first()
                 .is_some_and(|(_, v)| *v == raw);
         if !same {
-            tables::put_chunks(&mut t.values, *slot, &raw, true)?;
+            tables::put_chunks(&mut t.values, slot, &raw, true)?;
         }
-        t.meta.insert(*slot, [tables::SLOT_DECIDED].as_slice())?;
-        if let Some(c) = done.config {
+        t.meta.insert(slot, [tables::SLOT_DECIDED].as_slice())?;
+        if let Some(c) = config {
             let raw = codec::try_encode(&c)?;
-            lazy(&mut configs, txn, tables::CONFIGS)?.insert(*slot, raw.as_slice())?;
+            lazy(&mut configs, txn, tables::CONFIGS)?.insert(slot, raw.as_slice())?;
             lazy(&mut state, txn, tables::STATE)?.insert(tables::S_CONFIG, raw.as_slice())?;
-            out.configs.push((*slot, c));
+            out.configs.push((slot, c));
         }
     }
     if let Some((slot, rev)) = ckpt.filter(|(s, _)| *s > st.ckpt_slot) {
@@ -968,14 +980,9 @@ fn apply_batch(
         state.insert(tables::S_CKPT_SLOT, tables::u64_row(slot).as_slice())?;
         state.insert(tables::S_CKPT_REV, tables::u64_row(rev as u64).as_slice())?;
     }
-    if let Some(k) = trim_configs(mem) {
+    if let Some(k) = trim_below {
         lazy(&mut configs, txn, tables::CONFIGS)?.retain_in(..k, |_, _| false)?;
     }
-    out.rev = mem.rev;
-    out.applied = mem.applied;
-    let floor = mem.floor;
-    // The rest only writes redb tables: readers need not wait for it.
-    drop(guard);
     // Decided values: kept while a restart needs them (after the checkpoint) and for
     // `retain_slots` to serve lagging peers; dropped in whole tables, a few per commit.
     let cut = out
