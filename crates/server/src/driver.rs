@@ -66,12 +66,16 @@ struct Recent(VecDeque<usize>);
 impl Recent {
     const SLOTS: usize = 8;
 
-    /// Notes a decided slot of `n` commands; returns the new target.
-    fn push(&mut self, n: usize) -> usize {
+    /// Notes a decided slot of `n` commands.
+    fn push(&mut self, n: usize) {
         if self.0.len() == Self::SLOTS {
             self.0.pop_front();
         }
         self.0.push_back(n);
+    }
+
+    /// The target: the largest recent slot (0 before any).
+    fn target(&self) -> usize {
         self.0.iter().copied().max().unwrap_or(0)
     }
 }
@@ -100,9 +104,9 @@ fn wait_until(deadline: &mut Option<tokio::time::Instant>, limit: Duration) -> b
     }
 }
 
-/// The longest gathering wait after a slot of `last_batch` commands.
-fn gather_limit(last_batch: usize) -> Duration {
-    (GATHER_PER_CMD * last_batch.min(1 << 16) as u32).clamp(GATHER_MIN, GATHER_MAX)
+/// The longest gathering wait for a target of `target` commands.
+fn gather_limit(target: usize) -> Duration {
+    (GATHER_PER_CMD * target.min(1 << 16) as u32).clamp(GATHER_MIN, GATHER_MAX)
 }
 
 pub(crate) struct Driver {
@@ -122,9 +126,8 @@ pub(crate) struct Driver {
     snapshot_busy: bool,
     /// When the last tick was handled (stall detection).
     last_tick: Instant,
-    /// The gathering target (commands in the recent decided slots), and until when a
+    /// The sizes of the recent decided slots (the gathering target), and until when a
     /// smaller queue waits for more.
-    last_batch: usize,
     recent: Recent,
     gather_until: Option<tokio::time::Instant>,
     /// A follower's commands in the last decided slot, how many it forwarded since it
@@ -158,7 +161,6 @@ impl Driver {
             leader: None,
             snapshot_busy: false,
             last_tick: Instant::now(),
-            last_batch: 0,
             recent: Recent::default(),
             gather_until: None,
             last_own: 0,
@@ -228,11 +230,12 @@ impl Driver {
             return true;
         }
         let queued = self.engine.queued();
-        if queued == 0 || queued >= self.last_batch || self.leader != Some(self.core.id) {
+        let target = self.recent.target();
+        if queued == 0 || queued >= target || self.leader != Some(self.core.id) {
             self.gather_until = None;
             return false;
         }
-        wait_until(&mut self.gather_until, gather_limit(self.last_batch))
+        wait_until(&mut self.gather_until, gather_limit(target))
     }
 
     /// Whether a follower should keep its queue a little longer: for up to
@@ -315,7 +318,7 @@ impl Driver {
             }
             let r: Ready = self.engine.ready();
             if let Some((_, Value::Batch(cmds))) = r.decided.last() {
-                self.last_batch = self.recent.push(cmds.len());
+                self.recent.push(cmds.len());
                 self.last_own = cmds.iter().filter(|c| c.id.node == self.core.id).count();
                 self.forwarded = 0;
             }
@@ -615,18 +618,23 @@ mod tests {
     #[test]
     fn the_gathering_target_is_the_largest_recent_slot() {
         let mut r = Recent::default();
-        assert_eq!(r.push(64), 64);
+        let mut push = |n| {
+            r.push(n);
+            r.target()
+        };
+        assert_eq!(push(64), 64);
         // One slot cut short does not lower the target.
-        assert_eq!(r.push(20), 64);
-        assert_eq!(r.push(44), 64);
+        assert_eq!(push(20), 64);
+        assert_eq!(push(44), 64);
         for _ in 0..5 {
-            assert_eq!(r.push(10), 64);
+            assert_eq!(push(10), 64);
         }
         // The 64 has left the window: the target follows the load down.
-        assert_eq!(r.push(10), 44);
-        assert_eq!(r.push(10), 44);
-        assert_eq!(r.push(10), 10);
-        assert_eq!(r.push(30), 30);
+        assert_eq!(push(10), 44);
+        assert_eq!(push(10), 44);
+        assert_eq!(push(10), 10);
+        assert_eq!(push(30), 30);
+        assert_eq!(Recent::default().target(), 0);
     }
 
     #[test]

@@ -100,8 +100,8 @@ struct Args {
     /// Worker threads of the node's runtime (client sessions, peer links, consensus).
     /// Default: half the CPUs, at least one (commits and checkpoints have threads of their
     /// own).
-    // Three nodes sharing 2 CPUs with two workers each spent ~12% more CPU per set than
-    // with one (alternating `scripts/bench.sh` runs, 2026-11-30).
+    // Three nodes sharing 2 CPUs spent ~12% less CPU per set with one worker each than with
+    // two (alternating `scripts/bench.sh` runs, 2026-11-30).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 
@@ -185,6 +185,9 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
     if args.checkpoint_revs == 0 {
         return Err("--checkpoint-revs must be at least 1".into());
     }
+    if args.threads == Some(0) {
+        return Err("--threads must be at least 1".into());
+    }
     Ok(NodeConfig {
         listen: args.listen.clone(),
         advertise: args.advertise.clone(),
@@ -246,14 +249,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let threads = match args.threads {
-        Some(0) => {
-            eprintln!("doozerd: --threads must be at least 1");
-            return ExitCode::from(2);
-        }
-        Some(n) => n,
-        None => default_threads(std::thread::available_parallelism().map_or(1, |n| n.get())),
-    };
+    // `config` refused 0.
+    let threads = args.threads.unwrap_or_else(|| {
+        default_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -360,6 +359,7 @@ mod tests {
         let t = Args::parse_from(["doozerd", "--threads", "3"]);
         assert_eq!(t.threads, Some(3));
         assert_eq!(Args::parse_from(["doozerd"]).threads, None);
+        assert!(config(&Args::parse_from(["doozerd", "--threads", "0"])).is_err());
     }
 
     #[test]
