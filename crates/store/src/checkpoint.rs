@@ -86,6 +86,20 @@ struct Ckpt {
     tmp_seq: AtomicU64,
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10): a checkpoint is background
+/// work, and at full priority it took CPU from the commits and peer links that clients
+/// wait on.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread (Linux applies `nice` per thread).
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("cannot lower the checkpoint thread's priority");
+        }
+    }
+}
+
 /// Starts, tracks and stops the background checkpoint.
 pub(crate) struct Checkpointer {
     shared: Arc<Ckpt>,
@@ -216,6 +230,7 @@ impl Checkpointer {
         let spawned = std::thread::Builder::new()
             .name("doozer-checkpoint".into())
             .spawn(move || {
+                lower_priority();
                 let t0 = std::time::Instant::now();
                 match shared.write(&sh, true) {
                     Ok(Some((slot, rev))) => {
