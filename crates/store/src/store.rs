@@ -48,6 +48,13 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // A deferred commit is not left to be learned again: commit it (a failure changes
+        // nothing the next open cannot recover).
+        if let Some(txn) = lock(&self.writer).pending.take() {
+            if let Err(e) = txn.commit() {
+                warn!(error = %e, "committing the deferred transaction at close");
+            }
+        }
         // A checkpoint thread must not rename its file after another store opened this one.
         self.ckpt.stop();
     }
@@ -154,6 +161,9 @@ impl Shared {
 pub(crate) struct WriterSlot {
     pub w: Writer,
     pub dedup: Dedup,
+    /// A transaction written but not committed yet ([`Store::commit_deferred`]); the next
+    /// write goes on in it, and [`Store::flush`] commits it.
+    pub pending: Option<WriteTransaction>,
 }
 
 /// How a write changes the duplicate table once it has committed.
@@ -444,7 +454,11 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared::new(mem)),
-                writer: Mutex::new(WriterSlot { w, dedup }),
+                writer: Mutex::new(WriterSlot {
+                    w,
+                    dedup,
+                    pending: None,
+                }),
                 db,
                 opts,
                 layout,
@@ -552,21 +566,43 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction, &mut Writer, &Shared, &Dedup) -> Result<(T, DedupUpdate)>,
     ) -> Result<T> {
+        self.write_or_defer(f, |_| false)
+    }
+
+    /// [`Store::write`], leaving the transaction uncommitted (pending) if `defer` says so of
+    /// the result: readers see the result at once all the same.
+    fn write_or_defer<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &mut Writer, &Shared, &Dedup) -> Result<(T, DedupUpdate)>,
+        defer: impl FnOnce(&T) -> bool,
+    ) -> Result<T> {
         let mut guard = lock(&self.inner.writer);
         if guard.w.poisoned {
             return Err(StoreError::Poisoned);
         }
         let sh = &self.inner.shared;
         let mut next = guard.w.clone();
+        let pending = guard.pending.take();
+        let had_pending = pending.is_some();
         let outcome = (|| {
-            let mut txn = self.inner.db.begin_write()?;
-            txn.set_durability(Durability::Immediate);
+            let txn = match pending {
+                Some(txn) => txn,
+                None => {
+                    let mut txn = self.inner.db.begin_write()?;
+                    txn.set_durability(Durability::Immediate);
+                    txn
+                }
+            };
             let out = f(&txn, &mut next, sh, &guard.dedup)?;
+            if defer(&out.0) {
+                return Ok((out, Some(txn)));
+            }
             txn.commit()?;
-            Ok(out)
+            Ok((out, None))
         })();
         match outcome {
-            Ok((out, update)) => {
+            Ok(((out, update), keep)) => {
+                guard.pending = keep;
                 guard.w = next;
                 // An installed state keeps the history it came with until the next commit.
                 let trim = !matches!(update, DedupUpdate::Replace(..));
@@ -600,7 +636,8 @@ impl Store {
                 Ok(out)
             }
             Err(e) => {
-                let ahead = sh.read().rev != sh.visible_rev();
+                // A pending transaction lost with this one held state readers saw already.
+                let ahead = had_pending || sh.read().rev != sh.visible_rev();
                 if poisons(&e) || ahead {
                     warn!(error = %e, "store write failed; refusing further writes");
                     guard.w.poisoned = true;
@@ -608,6 +645,26 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Commits the pending transaction ([`Store::commit_deferred`]), if any, with one fsync.
+    /// A failure poisons the store: readers saw what it held.
+    pub fn flush(&self) -> Result<()> {
+        let mut guard = lock(&self.inner.writer);
+        let Some(txn) = guard.pending.take() else {
+            return Ok(());
+        };
+        let _span = debug_span!("store_flush").entered();
+        txn.commit().map_err(|e| {
+            warn!(error = %e, "store flush failed; refusing further writes");
+            guard.w.poisoned = true;
+            StoreError::from(e)
+        })
+    }
+
+    /// Whether a deferred transaction waits for [`Store::flush`] or the next write.
+    pub fn has_pending(&self) -> bool {
+        lock(&self.inner.writer).pending.is_some()
     }
 
     /// Replaces the applied state with `new` (a snapshot): its checkpoint is written first,
@@ -663,8 +720,41 @@ impl Store {
         let inner = &*self.inner;
         let ckpt = inner.ckpt.done();
         self.write(move |txn, st, _, dedup| {
-            apply_batch(txn, st, inner, batch, dedup, ckpt, applied)
+            let ((commit, _), update) = apply_batch(txn, st, inner, batch, dedup, ckpt, applied)?;
+            Ok((commit, update))
         })
+    }
+
+    /// [`Store::commit_with`], except that a batch of decided slots only, each accepted
+    /// here with the same value and none changing the membership, is applied (readers see
+    /// it, `applied` gets its results) but its transaction is left pending: the next
+    /// write goes on in it, or [`Store::flush`] commits it. Such a commit only flags slots
+    /// decided and moves counters, and a crash that loses it loses nothing a restart cannot
+    /// learn again: the values are in this node's durable accept records and decided on a
+    /// majority. The next accept usually follows within milliseconds, so one fsync covers
+    /// both instead of one each. Anything else commits at once.
+    pub fn commit_deferred(
+        &self,
+        batch: Batch,
+        applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
+    ) -> Result<Commit> {
+        let _span = debug_span!(
+            "store_commit",
+            records = batch.records.len(),
+            slots = batch.decided.len(),
+            deferrable = true
+        )
+        .entered();
+        let inner = &*self.inner;
+        let ckpt = inner.ckpt.done();
+        let commit = self.write_or_defer(
+            move |txn, st, _, dedup| {
+                let (out, update) = apply_batch(txn, st, inner, batch, dedup, ckpt, applied)?;
+                Ok((out, update))
+            },
+            |(_, deferrable)| *deferrable,
+        )?;
+        Ok(commit.0)
     }
 
     /// The current (last applied) revision.
@@ -881,7 +971,7 @@ fn apply_batch(
     dedup: &Dedup,
     ckpt: Option<(Slot, i64)>,
     answer: impl FnOnce(Vec<(CommandId, ApplyResult)>),
-) -> Result<(Commit, DedupUpdate)> {
+) -> Result<((Commit, bool), DedupUpdate)> {
     let sh = &*inner.shared;
     let mut state = None;
     let mut log = LogWrite::new(txn, inner.layout);
@@ -949,6 +1039,8 @@ fn apply_batch(
             }
         }
     }
+    // Deferrable: decided slots only, each accepted here unchanged, no membership change.
+    let mut deferrable = batch.records.is_empty();
     for (slot, value, config) in decided {
         // The decided value is the log a restart replays after the checkpoint. Usually it
         // was accepted here unchanged: then deciding it is a flag.
@@ -963,10 +1055,12 @@ fn apply_batch(
                 .first()
                 .is_some_and(|(_, v)| *v == raw);
         if !same {
+            deferrable = false;
             tables::put_chunks(&mut t.values, slot, &raw, true)?;
         }
         t.meta.insert(slot, [tables::SLOT_DECIDED].as_slice())?;
         if let Some(c) = config {
+            deferrable = false;
             let raw = codec::try_encode(&c)?;
             lazy(&mut configs, txn, tables::CONFIGS)?.insert(slot, raw.as_slice())?;
             lazy(&mut state, txn, tables::STATE)?.insert(tables::S_CONFIG, raw.as_slice())?;
@@ -999,7 +1093,7 @@ fn apply_batch(
             floor,
         )?;
     }
-    Ok((out, DedupUpdate::Add(fresh)))
+    Ok(((out, deferrable), DedupUpdate::Add(fresh)))
 }
 
 /// `Store` must stay shareable between the storage thread and readers.

@@ -2,6 +2,8 @@
 //! and reports each commit once `commit` has returned; the parent SIGKILLs it at random
 //! moments, reopens the store, and checks it is consistent and holds every reported commit.
 //! `CRASH_RUNS` sets the number of kills (default 20), `SEED` the random kill times.
+//! A second kill test has the child leave each decision pending (`commit_deferred`), as the
+//! server's storage thread does, and checks that a lost one is still an accept on disk.
 //! Two more tests fill the disk (a file size limit) and make the file immutable (read-only
 //! even for root), and check the typed errors and recovery.
 
@@ -13,7 +15,7 @@ use std::process::{Child, Command as Proc, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{ballot, check_log, leader_batch, value_for, Immutable};
+use common::{ballot, check_log, check_tree, leader_batch, value_for, Immutable};
 use doozer_paxos::Record;
 use doozer_proto::Glob;
 use doozer_store::{Batch, Store, StoreError, StoreOptions};
@@ -24,6 +26,9 @@ const CHILD_DIR: &str = "DOOZER_STORE_CRASH_CHILD";
 const CHILD_FSIZE: &str = "DOOZER_STORE_CRASH_FSIZE";
 /// Set in a child under a file size limit: no checkpoints, so that the log grows to the limit.
 const CHILD_NO_CKPT: &str = "DOOZER_STORE_CRASH_NO_CKPT";
+/// Set in a child that accepts each group of slots in one commit, then decides it with
+/// `commit_deferred` (left pending until the next group's accepts commit it).
+const CHILD_DEFER: &str = "DOOZER_STORE_CRASH_DEFER";
 
 fn opts() -> StoreOptions {
     StoreOptions {
@@ -64,6 +69,9 @@ fn child(dir: &str) {
     }
     let store = Store::open(&store_path(Path::new(dir)), o).expect("child open");
     let mut out = std::io::stdout().lock();
+    if std::env::var_os(CHILD_DEFER).is_some() {
+        return child_deferring(&store, &mut out);
+    }
     loop {
         let first = store.applied_slot() + 1;
         let n = 1 + first % 3;
@@ -91,6 +99,49 @@ fn child(dir: &str) {
     }
 }
 
+/// The deferring child: prints `accepted <last>` once a group's accepts are durable, and
+/// `done <last>` for the group before it, whose pending decision that commit made durable.
+fn child_deferring(store: &Store, out: &mut impl Write) {
+    let mut before: Option<u64> = None;
+    loop {
+        let first = store.applied_slot() + 1;
+        let last = first + first % 3;
+        let mut records = vec![Record::Promise(ballot(last))];
+        records.extend((first..=last).map(|slot| Record::Accept {
+            slot,
+            ballot: ballot(last),
+            value: value_for(slot),
+        }));
+        store
+            .commit(Batch {
+                records,
+                decided: vec![],
+            })
+            .expect("accepts");
+        if let Some(b) = before {
+            writeln!(out, "done {b}").unwrap();
+        }
+        writeln!(out, "accepted {last}").unwrap();
+        out.flush().unwrap();
+        let decided = (first..=last).map(|s| (s, value_for(s))).collect();
+        store
+            .commit_deferred(
+                Batch {
+                    records: vec![],
+                    decided,
+                },
+                |_| {},
+            )
+            .expect("decision");
+        assert!(
+            store.has_pending(),
+            "a decision of accepted slots is deferred"
+        );
+        assert_eq!(store.applied_slot(), last, "readers see it at once");
+        before = Some(last);
+    }
+}
+
 /// Entry point of the child process; does nothing in a normal test run.
 #[test]
 fn crash_child_entry() {
@@ -110,6 +161,10 @@ impl Drop for Kid {
 
 /// Starts a child writing to `dir`; its stdout lines arrive on the returned channel.
 fn spawn(dir: &Path, fsize: Option<u64>) -> (Kid, mpsc::Receiver<String>) {
+    spawn_with(dir, fsize, false)
+}
+
+fn spawn_with(dir: &Path, fsize: Option<u64>, defer: bool) -> (Kid, mpsc::Receiver<String>) {
     let mut cmd = Proc::new(std::env::current_exe().unwrap());
     cmd.args([
         "crash_child_entry",
@@ -123,11 +178,16 @@ fn spawn(dir: &Path, fsize: Option<u64>) -> (Kid, mpsc::Receiver<String>) {
     if let Some(f) = fsize {
         cmd.env(CHILD_FSIZE, f.to_string()).env(CHILD_NO_CKPT, "1");
     }
+    if defer {
+        cmd.env(CHILD_DEFER, "1");
+    }
     let mut child = cmd.spawn().expect("spawn child");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let ours = |l: &String| l.starts_with("done ") || l.starts_with("error ");
+        let ours = |l: &String| {
+            l.starts_with("done ") || l.starts_with("error ") || l.starts_with("accepted ")
+        };
         // libtest prints its own lines around ours.
         for line in BufReader::new(stdout)
             .lines()
@@ -189,6 +249,69 @@ fn sigkill_at_random_moments_loses_no_commit() {
     }
     assert!(applied > 0);
     eprintln!("crash test: {applied} slots applied over {runs} kills");
+}
+
+fn accepted_slot(line: &str) -> Option<u64> {
+    line.strip_prefix("accepted ").and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn sigkill_with_deferred_decisions_loses_no_accept() {
+    let runs: u32 = common::env_or("CRASH_RUNS", 20);
+    let seed: u64 = common::env_or("SEED", 0xDEF3);
+    eprintln!("deferred crash test: {runs} runs, SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut applied, mut relearn) = (0, 0);
+    for run in 0..runs {
+        let (mut kid, rx) = spawn_with(dir.path(), None, true);
+        let (mut done, mut accepted) = (0, 0);
+        let mut note = |line: &str| {
+            done = done.max(done_slot(line).unwrap_or(0));
+            accepted = accepted.max(accepted_slot(line).unwrap_or(0));
+        };
+        note(
+            &rx.recv_timeout(Duration::from_secs(60))
+                .expect("child made no commit"),
+        );
+        let kill_at = Instant::now() + Duration::from_micros(rng.gen_range(0..150_000));
+        while let Some(left) = kill_at.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => note(&line),
+                Err(_) => break,
+            }
+        }
+        kid.0.kill().unwrap(); // SIGKILL
+        kid.0.wait().unwrap();
+        for line in rx.iter() {
+            note(&line);
+        }
+        let store = Store::open(&store_path(dir.path()), opts()).expect("reopen after crash");
+        // Every decision a later commit covered is applied, the tree is the replay's.
+        let now = check_tree(&store, done);
+        assert!(
+            now >= applied,
+            "run {run}: applied went back from {applied} to {now}"
+        );
+        // A decision lost with its pending transaction is still an accept here, with its
+        // value: the engine learns it again.
+        let st = store.load_engine_state(50).unwrap();
+        assert_eq!(st.applied, now);
+        for slot in now + 1..=accepted {
+            let got = st.accepted.get(&slot).map(|(_, v)| v);
+            assert_eq!(
+                got,
+                Some(&value_for(slot)),
+                "run {run}: slot {slot} accepted"
+            );
+        }
+        relearn += u64::from(now < accepted);
+        applied = now;
+    }
+    assert!(applied > 0);
+    eprintln!(
+        "deferred crash test: {applied} slots applied, {relearn} kills lost a pending decision"
+    );
 }
 
 #[test]

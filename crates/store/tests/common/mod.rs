@@ -185,6 +185,33 @@ pub fn leader_batch_of(first: Slot, last: Slot, value: impl Fn(Slot) -> Value) -
 /// tail are those of its last commit (which wrote the promise and accept of the next slot).
 /// Returns the applied slot.
 pub fn check_log(store: &Store, reported: u64, retain_slots: u64) -> u64 {
+    let applied = check_tree(store, reported);
+    let st = store.load_engine_state(50).unwrap();
+    assert_eq!(st.applied, applied);
+    if applied > 0 {
+        assert_eq!(
+            st.promised,
+            ballot(applied),
+            "the promise of the last commit"
+        );
+        assert_eq!(st.accepted.len(), 1);
+        assert_eq!(
+            st.accepted.get(&(applied + 1)),
+            Some(&(ballot(applied), value_for(applied + 1)))
+        );
+        // The decided tail: the last `retain_slots` slots, each with its decided value
+        // (the value accepted in an earlier commit and then decided is stored once).
+        let from = applied.saturating_sub(retain_slots - 1).max(1);
+        let want: Vec<_> = (from..=applied).map(|s| (s, value_for(s))).collect();
+        assert!(st.decided_tail == want, "decided tail at slot {applied}");
+    }
+    applied
+}
+
+/// The part of [`check_log`] about the applied state: it holds every slot up to `reported`,
+/// and its tree, revision and history are those of replaying its applied slots. Returns
+/// the applied slot.
+pub fn check_tree(store: &Store, reported: u64) -> u64 {
     let applied = store.applied_slot();
     assert!(
         applied >= reported,
@@ -216,25 +243,6 @@ pub fn check_log(store: &Store, reported: u64, retain_slots: u64) -> u64 {
         files == want,
         "tree differs from the replay at slot {applied}"
     );
-    let st = store.load_engine_state(50).unwrap();
-    assert_eq!(st.applied, applied);
-    if applied > 0 {
-        assert_eq!(
-            st.promised,
-            ballot(applied),
-            "the promise of the last commit"
-        );
-        assert_eq!(st.accepted.len(), 1);
-        assert_eq!(
-            st.accepted.get(&(applied + 1)),
-            Some(&(ballot(applied), value_for(applied + 1)))
-        );
-        // The decided tail: the last `retain_slots` slots, each with its decided value
-        // (the value accepted in an earlier commit and then decided is stored once).
-        let from = applied.saturating_sub(retain_slots - 1).max(1);
-        let want: Vec<_> = (from..=applied).map(|s| (s, value_for(s))).collect();
-        assert!(st.decided_tail == want, "decided tail at slot {applied}");
-    }
     // History is intact too: the last event is the last command of the last slot.
     if rev > 0 {
         let ev = store

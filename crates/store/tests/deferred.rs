@@ -1,0 +1,149 @@
+//! `Store::commit_deferred`: which decisions are left pending, what readers see meanwhile,
+//! and how the pending transaction is committed (the next write, `flush`, closing).
+//! Losing it to a crash is covered by `crash.rs`.
+
+mod common;
+
+use common::*;
+use doozer_paxos::{Ballot, NodeId, Record, Slot, Value};
+use doozer_store::{Batch, Store, StoreOptions};
+
+fn ballot() -> Ballot {
+    Ballot {
+        round: 1,
+        node: NodeId(2),
+    }
+}
+
+fn value(seq: u64, path: &str, body: &str) -> Value {
+    Value::Batch(vec![cmd(seq, &set(path, -1, body))])
+}
+
+fn accept(s: &Store, slot: Slot, v: &Value) {
+    s.commit(Batch {
+        records: vec![Record::Accept {
+            slot,
+            ballot: ballot(),
+            value: v.clone(),
+        }],
+        decided: vec![],
+    })
+    .unwrap();
+}
+
+fn decide(s: &Store, slot: Slot, v: &Value) -> Vec<doozer_store::ApplyResult> {
+    let mut got = vec![];
+    s.commit_deferred(
+        Batch {
+            records: vec![],
+            decided: vec![(slot, v.clone())],
+        },
+        |r| got = r.into_iter().map(|(_, r)| r).collect(),
+    )
+    .unwrap();
+    got
+}
+
+fn reopen(path: &std::path::Path) -> Store {
+    Store::open(path, StoreOptions::default()).unwrap()
+}
+
+#[test]
+fn decision_of_an_accepted_value_is_pending_but_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let s = reopen(&path);
+    let v1 = value(1, "/a", "1");
+    accept(&s, 1, &v1);
+    let results = decide(&s, 1, &v1);
+    assert_eq!(
+        results.len(),
+        1,
+        "the command's result is handed out at once"
+    );
+    assert!(s.has_pending());
+    // Readers see it although it is not durable here.
+    assert_eq!(s.applied_slot(), 1);
+    assert_eq!(s.get("/a", None).unwrap(), (bytes::Bytes::from("1"), 1));
+    // The next write goes on in the same transaction and commits both.
+    let v2 = value(2, "/b", "2");
+    accept(&s, 2, &v2);
+    assert!(!s.has_pending());
+    drop(s);
+    let s = reopen(&path);
+    let st = s.load_engine_state(50).unwrap();
+    assert_eq!(st.applied, 1, "the decision was committed with the accept");
+    assert_eq!(st.accepted.get(&2), Some(&(ballot(), v2)));
+    assert_eq!(s.get("/a", None).unwrap().1, 1);
+}
+
+#[test]
+fn flush_and_close_commit_the_pending_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let s = reopen(&path);
+    let v1 = value(1, "/a", "1");
+    accept(&s, 1, &v1);
+    decide(&s, 1, &v1);
+    s.flush().unwrap();
+    assert!(!s.has_pending());
+    s.flush().unwrap(); // nothing pending: a no-op
+    let v2 = value(2, "/a", "2");
+    accept(&s, 2, &v2);
+    decide(&s, 2, &v2);
+    assert!(s.has_pending());
+    drop(s); // closing commits it
+    let s = reopen(&path);
+    assert_eq!(s.applied_slot(), 2);
+    assert_eq!(s.get("/a", None).unwrap(), (bytes::Bytes::from("2"), 2));
+    assert_eq!(s.load_engine_state(50).unwrap().applied, 2);
+}
+
+#[test]
+fn other_decisions_commit_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let s = reopen(&path);
+    // Not accepted here (learned from a peer): the value exists nowhere else on this disk.
+    let v1 = value(1, "/a", "1");
+    decide(&s, 1, &v1);
+    assert!(
+        !s.has_pending(),
+        "a value not accepted here is committed at once"
+    );
+    // Accepted with another value than the one decided.
+    let v2 = value(2, "/a", "2");
+    accept(&s, 2, &value(9, "/a", "other"));
+    decide(&s, 2, &v2);
+    assert!(!s.has_pending(), "a changed value is committed at once");
+    // A membership change.
+    let a = NodeId(0xA);
+    let ctl = Value::Batch(vec![
+        cmd(3, &set(&format!("/ctl/node/{a}/addr"), -1, "127.0.0.1:1")),
+        cmd(4, &set("/ctl/cal/0", -1, &a.to_string())),
+    ]);
+    accept(&s, 3, &ctl);
+    decide(&s, 3, &ctl);
+    assert!(!s.has_pending(), "a membership change is committed at once");
+    assert_eq!(s.config().voters.len(), 1);
+    // With acceptor records in the batch (the storage thread merged jobs): at once.
+    let v5 = value(5, "/a", "5");
+    s.commit_deferred(
+        Batch {
+            records: vec![Record::Accept {
+                slot: 4,
+                ballot: ballot(),
+                value: v5.clone(),
+            }],
+            decided: vec![(4, v5)],
+        },
+        |_| {},
+    )
+    .unwrap();
+    assert!(
+        !s.has_pending(),
+        "a batch with records is committed at once"
+    );
+    drop(s);
+    assert_eq!(reopen(&path).applied_slot(), 4);
+}
