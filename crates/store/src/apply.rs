@@ -64,25 +64,42 @@ impl Hasher for IdHasher {
 /// Command id -> (rev, error) of its first application.
 pub(crate) type IdMap = HashMap<CommandId, (i64, Option<ErrCode>), BuildHasherDefault<IdHasher>>;
 
-/// Recently applied command ids and their results, for answering duplicates.
+/// Recently applied command ids and their results, for answering duplicates: two
+/// generations of at most [`DEDUP_WINDOW_REVS`] ids each, the newer taking every new id and
+/// replacing the older when full. Every applied command takes a revision and adds its id,
+/// so the two always hold every id of the window. One map pruned with `retain` left
+/// tombstones that made hashbrown rehash its ~200k entries in place every few thousand
+/// inserts (1.4% of the machine in `perf` at 64 clients).
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    pub map: IdMap,
+    cur: IdMap,
+    prev: IdMap,
 }
 
 impl Dedup {
     /// The remembered result of `id` if it was applied within the window before `rev`.
     pub fn lookup(&self, id: &CommandId, rev: i64) -> Option<(i64, Option<ErrCode>)> {
-        self.map
+        self.cur
             .get(id)
+            .or_else(|| self.prev.get(id))
             .copied()
             .filter(|(r, _)| *r > rev - DEDUP_WINDOW_REVS)
     }
 
-    /// Forgets ids outside the window once the map has grown well past it.
-    pub fn prune(&mut self, rev: i64) {
-        if self.map.len() > 2 * DEDUP_WINDOW_REVS as usize {
-            self.map.retain(|_, (r, _)| *r > rev - DEDUP_WINDOW_REVS);
+    /// Remembers the result of a newly applied command.
+    pub fn insert(&mut self, id: CommandId, result: (i64, Option<ErrCode>)) {
+        if self.cur.len() >= DEDUP_WINDOW_REVS as usize {
+            // The older generation's table is reused: no allocation, no rehash.
+            std::mem::swap(&mut self.cur, &mut self.prev);
+            self.cur.clear();
+        }
+        self.cur.insert(id, result);
+    }
+
+    /// Remembers the commands a commit applied.
+    pub fn add(&mut self, ids: IdMap) {
+        for (id, r) in ids {
+            self.insert(id, r);
         }
     }
 }
@@ -373,4 +390,38 @@ fn nop_event(rev: i64) -> Event {
 
 fn is_membership_path(p: &str) -> bool {
     p == "/ctl" || p.starts_with("/ctl/cal") || p.starts_with("/ctl/node")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(seq: u64) -> CommandId {
+        CommandId {
+            node: NodeId(7),
+            seq,
+        }
+    }
+
+    #[test]
+    fn dedup_holds_the_whole_window_across_generations() {
+        let w = DEDUP_WINDOW_REVS as u64;
+        let mut d = Dedup::default();
+        // Each command takes the next revision, as in apply; 2.5 windows rotate twice.
+        let last = 2 * w + w / 2;
+        for rev in 1..=last {
+            d.insert(id(rev), (rev as i64, None));
+        }
+        let now = last as i64;
+        for rev in [last, last - 1, last - w + 1] {
+            assert_eq!(d.lookup(&id(rev), now), Some((rev as i64, None)), "rev {rev}");
+        }
+        for rev in [last - w, last - w - 1, 1] {
+            assert_eq!(d.lookup(&id(rev), now), None, "rev {rev} is out of the window");
+        }
+        assert!(d.cur.len() + d.prev.len() <= 2 * w as usize);
+        // A failure's code is remembered too.
+        d.add(IdMap::from_iter([(id(0), (now + 1, Some(ErrCode::RevMismatch)))]));
+        assert_eq!(d.lookup(&id(0), now + 1), Some((now + 1, Some(ErrCode::RevMismatch))));
+    }
 }

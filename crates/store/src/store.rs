@@ -1,5 +1,6 @@
 //! [`Store`]: opening the file (checkpoint + replay), group commits, reads, acceptor state.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -44,6 +45,10 @@ pub(crate) struct Inner {
     /// The applied state and what readers may see of it.
     pub shared: Arc<Shared>,
     pub ckpt: Checkpointer,
+    /// The values this process wrote accept records of, by slot, until decided: deciding
+    /// one of them unchanged then needs no encoding and read-back to compare. Only the
+    /// storage thread's writes touch it.
+    pub accepted_here: Mutex<BTreeMap<Slot, Value>>,
 }
 
 impl Drop for Inner {
@@ -74,7 +79,7 @@ pub(crate) struct Shared {
     pub mem: RwLock<Mem>,
     pub visible: RwLock<Visible>,
     /// Floors that long reads (exports) need kept: rev -> number of readers.
-    pub pins: Mutex<std::collections::BTreeMap<i64, usize>>,
+    pub pins: Mutex<BTreeMap<i64, usize>>,
 }
 
 /// Keeps the history above a revision from being trimmed while it lives.
@@ -173,7 +178,7 @@ pub(crate) enum DedupUpdate {
     /// Commands applied by this write.
     Add(IdMap),
     /// Everything replaced: a snapshot was installed, and this is its state.
-    Replace(IdMap, Box<Mem>),
+    Replace(Dedup, Box<Mem>),
 }
 
 /// The counters a writer works from that are not part of the applied state.
@@ -290,7 +295,7 @@ fn dedup_of(mem: &Mem) -> Dedup {
     let mut dedup = Dedup::default();
     let from = (mem.rev - DEDUP_WINDOW_REVS + 1).max(1) as u64;
     for (r, e) in mem.revs.range(from..) {
-        dedup.map.insert(e.id, (*r as i64, e.code));
+        dedup.insert(e.id, (*r as i64, e.code));
     }
     dedup
 }
@@ -463,6 +468,7 @@ impl Store {
                 opts,
                 layout,
                 ckpt,
+                accepted_here: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -527,7 +533,7 @@ impl Store {
         // The recorded membership history is the authority (it reaches further back than
         // the checkpoint's).
         let txn = db.begin_read()?;
-        let mut configs = std::collections::BTreeMap::new();
+        let mut configs = BTreeMap::new();
         for item in txn.open_table(tables::CONFIGS)?.iter()? {
             let (slot, v) = item?;
             configs.insert(slot.value(), codec::decode(v.value())?);
@@ -611,15 +617,14 @@ impl Store {
                     let mut mem = sh.write();
                     match update {
                         DedupUpdate::Keep => {}
-                        DedupUpdate::Add(m) => guard.dedup.map.extend(m),
+                        DedupUpdate::Add(m) => guard.dedup.add(m),
                         DedupUpdate::Replace(m, new) => {
-                            guard.dedup.map = m;
+                            guard.dedup = m;
                             let generation = mem.generation + 1;
                             *mem = *new;
                             mem.generation = generation;
                         }
                     }
-                    guard.dedup.prune(mem.rev);
                     *sh.visible.write().unwrap_or_else(|e| e.into_inner()) = Visible {
                         rev: mem.rev,
                         applied: mem.applied,
@@ -686,7 +691,7 @@ impl Store {
             st.log_floor = record_install(txn, &new, self.inner.layout)?;
             st.ckpt_slot = new.applied;
             st.ckpt_rev = new.rev;
-            let ids = dedup_of(&new).map;
+            let ids = dedup_of(&new);
             Ok(((), DedupUpdate::Replace(ids, Box::new(new))))
         })
     }
@@ -855,7 +860,7 @@ impl Store {
         let state = txn.open_table(tables::STATE)?;
         let applied = get_u64(&state, tables::S_APPLIED)?;
         let promised = get_decoded(&state, tables::S_PROMISED)?.unwrap_or(Ballot::ZERO);
-        let mut accepted = std::collections::BTreeMap::new();
+        let mut accepted = BTreeMap::new();
         let mut decided_tail = Vec::new();
         // Decided slots since the checkpoint are kept for replay; the engine gets the tail.
         let first = applied.saturating_sub(self.inner.opts.retain_slots) + 1;
@@ -973,6 +978,7 @@ fn apply_batch(
     answer: impl FnOnce(Vec<(CommandId, ApplyResult)>),
 ) -> Result<((Commit, bool), DedupUpdate)> {
     let sh = &*inner.shared;
+    let mut accepted_here = lock(&inner.accepted_here);
     let mut state = None;
     let mut log = LogWrite::new(txn, inner.layout);
     let mut configs = None;
@@ -1030,6 +1036,7 @@ fn apply_batch(
                 value,
             } => {
                 if *slot > applied {
+                    accepted_here.insert(*slot, value.clone());
                     let t = log.gen(*slot)?;
                     tables::put_chunks(&mut t.values, *slot, &codec::try_encode(value)?, true)?;
                     let mut meta = vec![tables::SLOT_ACCEPTED];
@@ -1044,19 +1051,26 @@ fn apply_batch(
     for (slot, value, config) in decided {
         // The decided value is the log a restart replays after the checkpoint. Usually it
         // was accepted here unchanged: then deciding it is a flag.
-        let raw = codec::try_encode(value)?;
         let t = log.gen(slot)?;
-        let was_accepted = t
-            .meta
-            .get(slot)?
-            .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
-        let same = was_accepted
-            && tables::read_chunks(&t.values, slot..=slot)?
-                .first()
-                .is_some_and(|(_, v)| *v == raw);
+        let same = match accepted_here.remove(&slot) {
+            // Accepted by this process: its last accept record holds this value.
+            Some(v) => v == *value,
+            // Accepted before a restart, or not at all: compare with the table.
+            None => {
+                let raw = codec::try_encode(value)?;
+                let was_accepted = t
+                    .meta
+                    .get(slot)?
+                    .is_some_and(|m| m.value().first() == Some(&tables::SLOT_ACCEPTED));
+                was_accepted
+                    && tables::read_chunks(&t.values, slot..=slot)?
+                        .first()
+                        .is_some_and(|(_, v)| *v == raw)
+            }
+        };
         if !same {
             deferrable = false;
-            tables::put_chunks(&mut t.values, slot, &raw, true)?;
+            tables::put_chunks(&mut t.values, slot, &codec::try_encode(value)?, true)?;
         }
         t.meta.insert(slot, [tables::SLOT_DECIDED].as_slice())?;
         if let Some(c) = config {
@@ -1076,6 +1090,10 @@ fn apply_batch(
     }
     if let Some(k) = trim_below {
         lazy(&mut configs, txn, tables::CONFIGS)?.retain_in(..k, |_, _| false)?;
+    }
+    // Accepts of slots applied by now (decided here, or overtaken by a snapshot) are moot.
+    if accepted_here.first_key_value().is_some_and(|(s, _)| *s <= out.applied) {
+        *accepted_here = accepted_here.split_off(&(out.applied + 1));
     }
     // Decided values: kept while a restart needs them (after the checkpoint) and for
     // `retain_slots` to serve lagging peers; dropped in whole tables, a few per commit.
