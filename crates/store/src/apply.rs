@@ -414,14 +414,28 @@ mod tests {
         }
         let now = last as i64;
         for rev in [last, last - 1, last - w + 1] {
-            assert_eq!(d.lookup(&id(rev), now), Some((rev as i64, None)), "rev {rev}");
+            assert_eq!(
+                d.lookup(&id(rev), now),
+                Some((rev as i64, None)),
+                "rev {rev}"
+            );
         }
         for rev in [last - w, last - w - 1, 1] {
-            assert_eq!(d.lookup(&id(rev), now), None, "rev {rev} is out of the window");
+            assert_eq!(
+                d.lookup(&id(rev), now),
+                None,
+                "rev {rev} is out of the window"
+            );
         }
         assert!(d.cur.len() + d.prev.len() <= 2 * w as usize);
         // A failure's code is remembered too.
-        d.add(IdMap::from_iter([(id(0), (now + 1, Some(ErrCode::RevMismatch)))]));
-        assert_eq!(d.lookup(&id(0), now + 1), Some((now + 1, Some(ErrCode::RevMismatch))));
+        d.add(IdMap::from_iter([(
+            id(0),
+            (now + 1, Some(ErrCode::RevMismatch)),
+        )]));
+        assert_eq!(
+            d.lookup(&id(0), now + 1),
+            Some((now + 1, Some(ErrCode::RevMismatch)))
+        );
     }
 }

@@ -1092,7 +1092,10 @@ fn apply_batch(
         lazy(&mut configs, txn, tables::CONFIGS)?.retain_in(..k, |_, _| false)?;
     }
     // Accepts of slots applied by now (decided here, or overtaken by a snapshot) are moot.
-    if accepted_here.first_key_value().is_some_and(|(s, _)| *s <= out.applied) {
+    if accepted_here
+        .first_key_value()
+        .is_some_and(|(s, _)| *s <= out.applied)
+    {
         *accepted_here = accepted_here.split_off(&(out.applied + 1));
     }
     // Decided values: kept while a restart needs them (after the checkpoint) and for
