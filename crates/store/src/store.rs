@@ -716,18 +716,7 @@ impl Store {
         batch: Batch,
         applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
     ) -> Result<Commit> {
-        let _span = debug_span!(
-            "store_commit",
-            records = batch.records.len(),
-            slots = batch.decided.len()
-        )
-        .entered();
-        let inner = &*self.inner;
-        let ckpt = inner.ckpt.done();
-        self.write(move |txn, st, _, dedup| {
-            let ((commit, _), update) = apply_batch(txn, st, inner, batch, dedup, ckpt, applied)?;
-            Ok((commit, update))
-        })
+        self.commit_batch(batch, applied, false)
     }
 
     /// [`Store::commit_with`], except that a batch of decided slots only, each accepted
@@ -743,23 +732,29 @@ impl Store {
         batch: Batch,
         applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
     ) -> Result<Commit> {
+        self.commit_batch(batch, applied, true)
+    }
+
+    fn commit_batch(
+        &self,
+        batch: Batch,
+        applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
+        may_defer: bool,
+    ) -> Result<Commit> {
         let _span = debug_span!(
             "store_commit",
             records = batch.records.len(),
             slots = batch.decided.len(),
-            deferrable = true
+            may_defer
         )
         .entered();
         let inner = &*self.inner;
         let ckpt = inner.ckpt.done();
-        let commit = self.write_or_defer(
-            move |txn, st, _, dedup| {
-                let (out, update) = apply_batch(txn, st, inner, batch, dedup, ckpt, applied)?;
-                Ok((out, update))
-            },
-            |(_, deferrable)| *deferrable,
+        let (commit, _) = self.write_or_defer(
+            move |txn, st, _, dedup| apply_batch(txn, st, inner, batch, dedup, ckpt, applied),
+            |(_, deferrable)| may_defer && *deferrable,
         )?;
-        Ok(commit.0)
+        Ok(commit)
     }
 
     /// The current (last applied) revision.

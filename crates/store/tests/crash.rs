@@ -206,6 +206,29 @@ fn done_slot(line: &str) -> Option<u64> {
     line.strip_prefix("done ").and_then(|n| n.parse().ok())
 }
 
+/// Waits for the child's first line, lets it run a random while (up to 150 ms), SIGKILLs
+/// it, and hands `note` every line it printed, those still in the pipe included.
+fn kill_at_random(
+    (mut kid, rx): (Kid, mpsc::Receiver<String>),
+    rng: &mut StdRng,
+    mut note: impl FnMut(&str),
+) {
+    let first = rx.recv_timeout(Duration::from_secs(60));
+    note(&first.expect("child made no commit"));
+    let kill_at = Instant::now() + Duration::from_micros(rng.gen_range(0..150_000));
+    while let Some(left) = kill_at.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => note(&line),
+            Err(_) => break,
+        }
+    }
+    kid.0.kill().unwrap(); // SIGKILL
+    kid.0.wait().unwrap();
+    for line in rx.iter() {
+        note(&line);
+    }
+}
+
 /// Reopens the store and checks it against a replay of slots `1..=applied`; returns applied.
 fn check(dir: &Path, reported: u64) -> u64 {
     let store = Store::open(&store_path(dir), opts()).expect("reopen after crash");
@@ -221,25 +244,11 @@ fn sigkill_at_random_moments_loses_no_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mut applied = 0;
     for run in 0..runs {
-        let (mut kid, rx) = spawn(dir.path(), None);
-        // Wait until the child has committed once, then let it run a random while.
-        let first = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("child made no commit");
-        let mut reported = done_slot(&first).expect("a done line");
-        let kill_at = Instant::now() + Duration::from_micros(rng.gen_range(0..150_000));
-        while let Some(left) = kill_at.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) => reported = reported.max(done_slot(&line).unwrap_or(0)),
-                Err(_) => break,
-            }
-        }
-        kid.0.kill().unwrap(); // SIGKILL
-        kid.0.wait().unwrap();
-        // Lines written before the kill are still in the pipe.
-        for line in rx.iter() {
-            reported = reported.max(done_slot(&line).unwrap_or(0));
-        }
+        let mut reported = 0;
+        kill_at_random(spawn(dir.path(), None), &mut rng, |line| {
+            reported = reported.max(done_slot(line).unwrap_or(0));
+        });
+        assert!(reported > 0, "run {run}: no done line");
         let now = check(dir.path(), reported);
         assert!(
             now >= applied,
@@ -264,28 +273,11 @@ fn sigkill_with_deferred_decisions_loses_no_accept() {
     let dir = tempfile::tempdir().unwrap();
     let (mut applied, mut relearn) = (0, 0);
     for run in 0..runs {
-        let (mut kid, rx) = spawn_with(dir.path(), None, true);
         let (mut done, mut accepted) = (0, 0);
-        let mut note = |line: &str| {
+        kill_at_random(spawn_with(dir.path(), None, true), &mut rng, |line| {
             done = done.max(done_slot(line).unwrap_or(0));
             accepted = accepted.max(accepted_slot(line).unwrap_or(0));
-        };
-        note(
-            &rx.recv_timeout(Duration::from_secs(60))
-                .expect("child made no commit"),
-        );
-        let kill_at = Instant::now() + Duration::from_micros(rng.gen_range(0..150_000));
-        while let Some(left) = kill_at.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) => note(&line),
-                Err(_) => break,
-            }
-        }
-        kid.0.kill().unwrap(); // SIGKILL
-        kid.0.wait().unwrap();
-        for line in rx.iter() {
-            note(&line);
-        }
+        });
         let store = Store::open(&store_path(dir.path()), opts()).expect("reopen after crash");
         // Every decision a later commit covered is applied, the tree is the replay's.
         let now = check_tree(&store, done);
