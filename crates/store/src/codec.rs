@@ -25,6 +25,17 @@ pub fn try_encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreErro
     bincode::serde::encode_to_vec(value, config()).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
+/// Appends the encoding of `value` to `buf` (a buffer reused across values saves an
+/// allocation each).
+pub fn try_encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    bincode::serde::encode_into_std_write(value, buf, config())
+        .map(drop)
+        .map_err(|e| StoreError::Encode(e.to_string()))
+}
+
 /// Encodes `value`.
 ///
 /// # Panics

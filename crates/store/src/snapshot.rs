@@ -93,6 +93,8 @@ struct Writer_<'w, W: Write> {
     out: &'w mut W,
     crc: crc32fast::Hasher,
     items: u64,
+    /// One frame (length and item), reused: a checkpoint writes ~10^5 of them.
+    frame: Vec<u8>,
 }
 
 impl<W: Write> Writer_<'_, W> {
@@ -102,11 +104,16 @@ impl<W: Write> Writer_<'_, W> {
     }
 
     fn item(&mut self, item: &Item) -> Result<()> {
-        let body = codec::try_encode(item)?;
-        let len = u32::try_from(body.len())
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.extend_from_slice(&[0; 4]);
+        codec::try_encode_into(item, &mut frame)?;
+        let len = u32::try_from(frame.len() - 4)
             .map_err(|_| StoreError::Encode("snapshot item over 4 GiB".into()))?;
-        self.raw(&len.to_be_bytes())?;
-        self.raw(&body)?;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        let written = self.raw(&frame);
+        self.frame = frame;
+        written?;
         self.items += 1;
         Ok(())
     }
@@ -248,6 +255,7 @@ pub(crate) fn write_stream(
         out,
         crc: crc32fast::Hasher::new(),
         items: 0,
+        frame: Vec::new(),
     };
     w.raw(MAGIC)?;
     w.item(&Item::Header {
