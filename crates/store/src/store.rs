@@ -641,6 +641,8 @@ impl Store {
                 Ok(out)
             }
             Err(e) => {
+                // Accept records noted during the failed write never reached the file.
+                lock(&self.inner.accepted_here).clear();
                 // A pending transaction lost with this one held state readers saw already.
                 let ahead = had_pending || sh.read().rev != sh.visible_rev();
                 if poisons(&e) || ahead {
