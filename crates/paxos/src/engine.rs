@@ -4,13 +4,13 @@
 //! `learner`, `reads`, `proposals`); this module holds the state they share, the dispatch of
 //! inputs and the assembly of [`Ready`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::Config;
-use crate::id::{Ballot, CommandId, NodeId, Slot};
+use crate::id::{Ballot, CommandId, IdSet, NodeId, Slot};
 use crate::membership::Configs;
 use crate::message::Message;
 use crate::options::Options;
@@ -80,11 +80,11 @@ pub struct Engine {
     // Proposals.
     /// Commands waiting for a slot (leader) or to be forwarded (follower).
     pub(crate) queue: VecDeque<Command>,
-    pub(crate) queued_ids: BTreeSet<CommandId>,
+    pub(crate) queued_ids: IdSet,
     /// Commands proposed on this node and not yet seen decided: (command, tick last sent).
     pub(crate) own: BTreeMap<CommandId, (Command, u64)>,
     /// Recently decided command ids, so retries are not decided twice (bounded).
-    pub(crate) recent_ids: BTreeSet<CommandId>,
+    pub(crate) recent_ids: IdSet,
     pub(crate) recent_order: VecDeque<CommandId>,
 
     // Reads forwarded to the leader: ctx -> (leader asked, tick sent).
@@ -139,9 +139,9 @@ impl Engine {
             hold_batches: false,
             hold_forwards: false,
             queue: VecDeque::new(),
-            queued_ids: BTreeSet::new(),
+            queued_ids: IdSet::default(),
             own: BTreeMap::new(),
-            recent_ids: BTreeSet::new(),
+            recent_ids: IdSet::default(),
             recent_order: VecDeque::new(),
             fwd_reads: BTreeMap::new(),
             out: Ready::default(),

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::{Engine, Role};
-use crate::id::{Ballot, CommandId, NodeId, Slot};
+use crate::id::{Ballot, IdSet, NodeId, Slot};
 use crate::message::Message;
 use crate::reads::{PendingRead, ReadRound};
 use crate::value::{Command, Value};
@@ -42,7 +42,7 @@ pub(crate) struct Leader {
     pub(crate) next_slot: Slot,
     pub(crate) proposals: BTreeMap<Slot, Proposal>,
     /// Ids of commands in `proposals`, so a retried command is not proposed twice.
-    pub(crate) inflight_ids: BTreeSet<CommandId>,
+    pub(crate) inflight_ids: IdSet,
     /// Tick each peer last answered at our ballot.
     pub(crate) last_ack: BTreeMap<NodeId, u64>,
     pub(crate) since_heartbeat: u32,
@@ -200,7 +200,7 @@ impl Engine {
             recovery_end,
             next_slot: self.decided + 1,
             proposals: BTreeMap::new(),
-            inflight_ids: BTreeSet::new(),
+            inflight_ids: IdSet::default(),
             last_ack,
             since_heartbeat: 0,
             commit_sent: 0,
