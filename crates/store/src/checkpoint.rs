@@ -10,9 +10,8 @@
 //! forward, so a slow background checkpoint never replaces a newer one (an installed
 //! snapshot writes its checkpoint on the storage thread through the same path).
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,52 +19,39 @@ use std::thread::JoinHandle;
 use doozer_paxos::Slot;
 use tracing::{info, warn};
 
+use crate::ckpt_fs::CkptDir;
 use crate::error::{Result, StoreError};
 use crate::mem::Mem;
 use crate::snapshot::{read_stream, write_stream, SNAPSHOT_FORMAT};
 use crate::store::Shared as State_;
 
-/// The checkpoint file of the store file at `store`.
-pub(crate) fn checkpoint_path(store: &Path) -> PathBuf {
+/// The name of the checkpoint file of the store file at `store`, in the same directory.
+pub(crate) fn checkpoint_name(store: &Path) -> String {
     let mut name = store.file_name().unwrap_or_default().to_os_string();
     name.push(".ckpt");
-    store.with_file_name(name)
+    name.to_string_lossy().into_owned()
 }
 
-/// Reads the checkpoint at `path`: `None` if there is none.
-pub(crate) fn load(path: &Path) -> Result<Option<Mem>> {
-    let f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::from_io(e)),
+/// Reads the checkpoint `name` in `dir`: `None` if there is none.
+pub(crate) fn load(dir: &dyn CkptDir, name: &str) -> Result<Option<Mem>> {
+    let Some(f) = dir.open(name).map_err(StoreError::from_io)? else {
+        return Ok(None);
     };
     let (mem, _) = read_stream(&mut BufReader::with_capacity(1 << 20, f)).map_err(|e| match e {
         StoreError::BadSnapshot(why) => {
-            StoreError::Corrupt(format!("checkpoint {}: {why}", path.display()))
+            StoreError::Corrupt(format!("checkpoint {}: {why}", dir.display(name).display()))
         }
         other => other,
     })?;
     Ok(Some(mem))
 }
 
-/// Removes temporary files a crash left behind.
-pub(crate) fn remove_leftovers(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let mut prefix = name.to_os_string();
-    prefix.push(".tmp");
-    let prefix = prefix.to_string_lossy().into_owned();
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
+/// Removes the temporary files of checkpoint `name` a crash left behind.
+pub(crate) fn remove_leftovers(dir: &dyn CkptDir, name: &str) {
+    let prefix = format!("{name}.tmp");
+    if let Ok(names) = dir.list() {
+        for n in names.iter().filter(|n| n.starts_with(&prefix)) {
+            let _ = dir.remove(n);
         }
     }
 }
@@ -80,7 +66,9 @@ struct State {
 }
 
 struct Ckpt {
-    path: PathBuf,
+    dir: Arc<dyn CkptDir>,
+    /// The checkpoint's file name in `dir`.
+    name: String,
     cancel: AtomicBool,
     state: Mutex<State>,
     tmp_seq: AtomicU64,
@@ -118,50 +106,52 @@ impl Ckpt {
     /// Returns the (slot, rev) of the checkpoint renamed into place, `None` if a newer one
     /// was there.
     fn write(&self, sh: &State_, cancel: bool) -> Result<Option<(Slot, i64)>> {
-        let mut tmp = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp.push(format!(
-            ".tmp.{}.{}",
+        let tmp = format!(
+            "{}.tmp.{}.{}",
+            self.name,
             std::process::id(),
             self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        ));
-        let tmp = self.path.with_file_name(tmp);
+        );
+        let io = StoreError::from_io;
         let result = (|| {
-            let f = File::create(&tmp).map_err(StoreError::from_io)?;
+            let f = self.dir.create(&tmp).map_err(io)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
             let flag = cancel.then_some(&self.cancel);
             let meta = write_stream(sh, &mut w, SNAPSHOT_FORMAT, flag)?;
-            let f = w
-                .into_inner()
-                .map_err(|e| StoreError::from_io(e.into_error()))?;
-            f.sync_all().map_err(StoreError::from_io)?;
+            let mut f = w.into_inner().map_err(|e| io(e.into_error()))?;
+            f.sync().map_err(io)?;
+            drop(f);
             let mut st = lock(&self.state);
-            if st.file_slot > meta.slot || (st.file_slot == meta.slot && self.path.exists()) {
+            if st.file_slot > meta.slot
+                || (st.file_slot == meta.slot && self.dir.exists(&self.name))
+            {
                 return Ok(None);
             }
-            std::fs::rename(&tmp, &self.path).map_err(StoreError::from_io)?;
+            self.dir.rename(&tmp, &self.name).map_err(io)?;
             // The rename is durable once the directory is.
-            let dir = match self.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StoreError::from_io)?;
+            self.dir.sync_dir().map_err(io)?;
             st.file_slot = meta.slot;
             Ok(Some((meta.slot, meta.rev)))
         })();
         if !matches!(result, Ok(Some(_))) {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = self.dir.remove(&tmp);
         }
         result
     }
 }
 
 impl Checkpointer {
-    pub fn new(store: &Path, file_slot: Slot, started_rev: i64, every: u64) -> Checkpointer {
+    pub fn new(
+        dir: Arc<dyn CkptDir>,
+        name: String,
+        file_slot: Slot,
+        started_rev: i64,
+        every: u64,
+    ) -> Checkpointer {
         Checkpointer {
             shared: Arc::new(Ckpt {
-                path: checkpoint_path(store),
+                dir,
+                name,
                 cancel: AtomicBool::new(false),
                 state: Mutex::new(State {
                     done: None,

@@ -47,6 +47,8 @@
 
 mod apply;
 mod checkpoint;
+#[doc(hidden)]
+pub mod ckpt_fs;
 pub mod codec;
 mod error;
 mod keys;

@@ -12,6 +12,7 @@ use tracing::{debug_span, info, warn};
 
 use crate::apply::{Dedup, IdMap, Tree, DEDUP_WINDOW_REVS};
 use crate::checkpoint::{self, Checkpointer};
+use crate::ckpt_fs::{CkptDir, RealDir};
 use crate::codec;
 use crate::error::{Result, StoreError};
 use crate::keys::key_path;
@@ -389,7 +390,7 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(path)?;
-        Self::open_db(path, db, opts)
+        Self::open_db(path, db, Arc::new(RealDir::of(path)), opts)
     }
 
     /// [`Store::open`] with the redb file on `backend` instead of the file at `path` (which
@@ -401,19 +402,37 @@ impl Store {
         backend: impl redb::StorageBackend,
         opts: StoreOptions,
     ) -> Result<Store> {
+        Self::open_with_backends(path, backend, Arc::new(RealDir::of(path)), opts)
+    }
+
+    /// [`Store::open_with_backend`] with the checkpoint files in `dir` too (the name of
+    /// `path` still names them).
+    #[doc(hidden)]
+    pub fn open_with_backends(
+        path: &Path,
+        backend: impl redb::StorageBackend,
+        dir: Arc<dyn CkptDir>,
+        opts: StoreOptions,
+    ) -> Result<Store> {
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create_with_backend(backend)?;
-        Self::open_db(path, db, opts)
+        Self::open_db(path, db, dir, opts)
     }
 
-    fn open_db(path: &Path, db: Database, opts: StoreOptions) -> Result<Store> {
+    fn open_db(
+        path: &Path,
+        db: Database,
+        dir: Arc<dyn CkptDir>,
+        opts: StoreOptions,
+    ) -> Result<Store> {
         let _span = debug_span!("store_open", path = %path.display()).entered();
-        let ckpt_path = checkpoint::checkpoint_path(path);
+        let ckpt_name = checkpoint::checkpoint_name(path);
+        let ckpt_path = dir.display(&ckpt_name);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let (created, layout, log_floor) = init_tables(&txn, &opts)?;
-        if created && ckpt_path.exists() {
+        if created && dir.exists(&ckpt_name) {
             // A checkpoint without its store file (deleted, or another store's): adopting it
             // would bring back old state with its acceptor records forgotten.
             return Err(StoreError::Corrupt(format!(
@@ -426,9 +445,9 @@ impl Store {
         txn.commit()?;
         let mut stored = Self::load_stored(&db)?;
         stored.w.log_floor = log_floor;
-        checkpoint::remove_leftovers(&ckpt_path);
+        checkpoint::remove_leftovers(&*dir, &ckpt_name);
         let mut w = stored.w.clone();
-        let mem = match checkpoint::load(&ckpt_path)? {
+        let mem = match checkpoint::load(&*dir, &ckpt_name)? {
             Some(mem) => mem,
             None if w.ckpt_slot > 0 => {
                 return Err(StoreError::Corrupt(format!(
@@ -455,7 +474,7 @@ impl Store {
             mem
         };
         let dedup = dedup_of(&mem);
-        let ckpt = Checkpointer::new(path, file_slot, w.ckpt_rev, opts.checkpoint_revs);
+        let ckpt = Checkpointer::new(dir, ckpt_name, file_slot, w.ckpt_rev, opts.checkpoint_revs);
         Ok(Store {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared::new(mem)),
