@@ -171,6 +171,25 @@ impl Engine {
             value,
         });
         self.send_durable(to, Message::Accepted { ballot, slot });
+        // Where two votes make a quorum (three voters), the leader's vote also goes to each
+        // follower, and a follower feeds its own back to itself: a follower then learns the
+        // slot decided once both are durable, without the round through the leader
+        // (Accepted to it, Commit back), which its clients waited for.
+        let me = self.id();
+        let cfg = self.configs.at(slot);
+        if to == me {
+            let followers: Vec<NodeId> = cfg
+                .voters
+                .iter()
+                .filter(|v| **v != me && cfg.is_quorum([&me, *v]))
+                .copied()
+                .collect();
+            for f in followers {
+                self.send_durable(f, Message::Accepted { ballot, slot });
+            }
+        } else if cfg.is_quorum([&me, &to]) {
+            self.send_durable(me, Message::Accepted { ballot, slot });
+        }
     }
 
     pub(crate) fn on_heartbeat(

@@ -54,6 +54,9 @@ pub struct Engine {
     pub(crate) decided: Slot,
     /// Highest slot some leader or peer told us is decided.
     pub(crate) known_commit: Slot,
+    /// A follower's durable votes (`Accepted`) per undecided slot it accepted: (ballot,
+    /// voters at it). See `on_vote`.
+    pub(crate) votes: BTreeMap<Slot, (Ballot, Vec<NodeId>)>,
     pub(crate) applied: Slot,
     pub(crate) configs: Configs,
     /// Outstanding catch-up request: (asked, tick sent).
@@ -125,6 +128,7 @@ impl Engine {
             log,
             decided: applied,
             known_commit: applied,
+            votes: BTreeMap::new(),
             applied,
             configs: Configs::new(state.configs),
             catchup: None,

@@ -59,6 +59,47 @@ impl Engine {
             self.decided += 1;
             self.out.decided.push((self.decided, v.clone()));
         }
+        while let Some(e) = self.votes.first_entry() {
+            if *e.key() > self.decided {
+                break;
+            }
+            e.remove();
+        }
+    }
+
+    /// A follower counts a durable vote (`Accepted`) for `slot` at `ballot`: the leader's,
+    /// or its own fed back. Only a slot this node accepted at that very ballot counts: a
+    /// leader proposes one value per slot per ballot, so a quorum of votes at the ballot
+    /// chose the value accepted here. Only a slot whose config is settled here counts (at
+    /// most `alpha` past the applied one): an acceptor may take accepts further ahead, where
+    /// a membership change it has not applied yet could make the config it knows stale.
+    pub(crate) fn on_vote(&mut self, from: NodeId, ballot: Ballot, slot: Slot) {
+        if slot <= self.decided || slot > self.applied.saturating_add(self.opts.alpha) {
+            return;
+        }
+        let me = self.id();
+        let Some((b, value)) = self.accepted.get(&slot) else {
+            return;
+        };
+        if *b != ballot {
+            return;
+        }
+        let votes = self
+            .votes
+            .entry(slot)
+            .or_insert_with(|| (ballot, Vec::new()));
+        if votes.0 != ballot {
+            *votes = (ballot, Vec::new());
+        }
+        if !votes.1.contains(&from) {
+            votes.1.push(from);
+        }
+        // Our own vote is durable only once it came back to us.
+        if votes.1.contains(&me) && self.configs.at(slot).is_quorum(votes.1.iter()) {
+            let value = value.clone();
+            self.votes.remove(&slot);
+            self.learn(slot, value);
+        }
     }
 
     /// The leader at `ballot` says every slot up to `commit` is decided. A value we accepted

@@ -508,6 +508,7 @@ impl Engine {
         let count_across = self.opts.faults.count_across_ballots;
         let now = self.now;
         let Role::Leader(l) = &mut self.role else {
+            self.on_vote(from, ballot, slot);
             return;
         };
         if ballot != l.ballot && !(count_across && ballot < l.ballot) {

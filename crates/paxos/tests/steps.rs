@@ -244,7 +244,10 @@ fn promise_quorum_adopts_highest_ballot_and_fills_holes_with_noops() {
             ballot: b2,
             value,
         });
-        after.push((A, Message::Accepted { ballot: b2, slot }));
+        // The leader's own vote, and (three voters) the same vote to each follower.
+        for to in [A, B, C] {
+            after.push((to, Message::Accepted { ballot: b2, slot }));
+        }
     }
     assert_eq!(
         a.ready(),
@@ -329,25 +332,12 @@ fn proposals_are_batched_into_one_slot() {
             ),
         ]
     );
-    assert_eq!(
-        r.send_after_persist,
-        vec![
-            (
-                A,
-                Message::Accepted {
-                    ballot: b1,
-                    slot: 1
-                }
-            ),
-            (
-                A,
-                Message::Accepted {
-                    ballot: b1,
-                    slot: 2
-                }
-            )
-        ]
-    );
+    // The leader's own votes, each also sent to both followers (three voters).
+    let votes: Vec<_> = [1, 2]
+        .into_iter()
+        .flat_map(|slot| [A, B, C].map(|to| (to, Message::Accepted { ballot: b1, slot })))
+        .collect();
+    assert_eq!(r.send_after_persist, votes);
 }
 
 #[test]
@@ -371,16 +361,99 @@ fn accept_is_answered_after_persist() {
                 ballot: b1,
                 value: batch(1, b"v")
             }],
-            send_after_persist: vec![(
-                A,
-                Message::Accepted {
-                    ballot: b1,
-                    slot: 1
-                }
-            )],
+            // The vote to the leader, and fed back to B itself (with the leader's vote it
+            // makes a quorum of three).
+            send_after_persist: vec![
+                (
+                    A,
+                    Message::Accepted {
+                        ballot: b1,
+                        slot: 1
+                    }
+                ),
+                (
+                    B,
+                    Message::Accepted {
+                        ballot: b1,
+                        slot: 1
+                    }
+                )
+            ],
             ..Ready::default()
         }
     );
+}
+
+#[test]
+fn a_follower_learns_a_slot_from_its_own_vote_and_the_leaders() {
+    let b1 = ballot(1, A);
+    let accept = |slot| Message::Accept {
+        ballot: b1,
+        slot,
+        value: batch(slot, b"v"),
+        commit: 0,
+    };
+    let vote = |ballot, slot| Message::Accepted { ballot, slot };
+    let mut b = follower_b(&[]);
+    b.step(A, accept(1));
+    b.step(A, accept(2));
+    let _ = b.ready();
+    // The leader's vote alone: B's own accept may not be durable yet.
+    b.step(A, vote(b1, 1));
+    assert!(b.ready().decided.is_empty());
+    // B's own vote, fed back after its persist: with the leader's, a quorum of three.
+    b.step(B, vote(b1, 1));
+    assert_eq!(b.ready().decided, vec![(1, batch(1, b"v"))]);
+    // Slot 2: the other order; and a vote at another ballot counts for nothing.
+    b.step(B, vote(b1, 2));
+    b.step(C, vote(ballot(2, C), 2));
+    assert!(b.ready().decided.is_empty());
+    b.step(A, vote(b1, 2));
+    assert_eq!(b.ready().decided, vec![(2, batch(2, b"v"))]);
+    // Votes for a slot not accepted here decide nothing (the value is unknown).
+    b.step(B, vote(b1, 3));
+    b.step(A, vote(b1, 3));
+    assert!(b.ready().decided.is_empty());
+    // Nor do votes for a slot more than alpha (8) past the applied one (0): its config is
+    // not settled here. Slots 3..=8 are learned, 9 is not.
+    for slot in 3..=9 {
+        b.step(A, accept(slot));
+    }
+    let _ = b.ready();
+    for slot in 3..=9 {
+        b.step(B, vote(b1, slot));
+        b.step(A, vote(b1, slot));
+    }
+    let decided: Vec<Slot> = b.ready().decided.iter().map(|(s, _)| *s).collect();
+    assert_eq!(decided, (3..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn with_five_voters_the_leaders_vote_is_not_sent_and_two_votes_decide_nothing() {
+    let (d, e) = (NodeId(4), NodeId(5));
+    let five = Config::with_voters([A, B, C, d, e]);
+    let b1 = ballot(1, A);
+    let mut st = state(b1, &[]);
+    st.configs = vec![(1, five)];
+    let mut b = engine(B, st);
+    b.step(
+        A,
+        Message::Accept {
+            ballot: b1,
+            slot: 1,
+            value: Value::Noop,
+            commit: 0,
+        },
+    );
+    // Only the vote to the leader: B's own and the leader's are not a quorum of five.
+    let vote = Message::Accepted {
+        ballot: b1,
+        slot: 1,
+    };
+    assert_eq!(b.ready().send_after_persist, vec![(A, vote.clone())]);
+    b.step(B, vote.clone());
+    b.step(A, vote);
+    assert!(b.ready().decided.is_empty());
 }
 
 #[test]
@@ -407,13 +480,22 @@ fn accept_at_a_new_ballot_persists_the_promise_first() {
                     value: Value::Noop
                 }
             ],
-            send_after_persist: vec![(
-                A,
-                Message::Accepted {
-                    ballot: b3,
-                    slot: 1
-                }
-            )],
+            send_after_persist: vec![
+                (
+                    A,
+                    Message::Accepted {
+                        ballot: b3,
+                        slot: 1
+                    }
+                ),
+                (
+                    B,
+                    Message::Accepted {
+                        ballot: b3,
+                        slot: 1
+                    }
+                )
+            ],
             ..Ready::default()
         }
     );
@@ -435,16 +517,11 @@ fn send_before_persist_fault_sends_early() {
         },
     );
     let r = b.ready();
-    assert_eq!(
-        r.send_now,
-        vec![(
-            A,
-            Message::Accepted {
-                ballot: b1,
-                slot: 1
-            }
-        )]
-    );
+    let vote = Message::Accepted {
+        ballot: b1,
+        slot: 1,
+    };
+    assert_eq!(r.send_now, vec![(A, vote.clone()), (B, vote)]);
     assert!(r.send_after_persist.is_empty());
 }
 
@@ -1218,13 +1295,18 @@ fn commands_forwarded_to_the_leader_are_proposed_once() {
                 value: v.clone()
             }],
             send_now: vec![accept(B), accept(C)],
-            send_after_persist: vec![(
-                A,
-                Message::Accepted {
-                    ballot: b1,
-                    slot: 1
-                }
-            )],
+            // The leader's own vote, also to both followers (three voters).
+            send_after_persist: [A, B, C]
+                .map(|to| {
+                    (
+                        to,
+                        Message::Accepted {
+                            ballot: b1,
+                            slot: 1,
+                        },
+                    )
+                })
+                .to_vec(),
             ..Ready::default()
         }
     );
