@@ -321,7 +321,7 @@ impl Tree<'_> {
                 .revs
                 .range(lo..=floor as u64)
                 .filter(|(_, e)| e.flags & HAS_UNDO != 0)
-                .map(|(r, e)| (e.pkey.clone(), *r))
+                .map(|(r, e)| (e.pkey.clone(), r))
                 .collect();
             for (k, r) in dead {
                 self.mem.drop_undo(&k, r);
@@ -329,11 +329,8 @@ impl Tree<'_> {
             self.mem.floor = floor;
         }
         let cut = floor.min(keep_ids_above);
-        while let Some(e) = self.mem.revs.first_entry() {
-            if cut < 1 || *e.key() > cut as u64 {
-                break;
-            }
-            e.remove();
+        if cut >= 1 {
+            self.mem.revs.remove_through(cut as u64);
         }
     }
 }

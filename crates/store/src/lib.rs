@@ -55,6 +55,7 @@ mod keys;
 mod log;
 mod mem;
 mod op;
+mod revs;
 mod snapshot;
 mod store;
 mod tables;

@@ -25,6 +25,8 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 
+use crate::revs::Revs;
+
 /// A file: its revision and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FileVal {
@@ -93,7 +95,7 @@ pub(crate) struct Mem {
     file_count: usize,
     undo_count: usize,
     /// rev -> what took it, for every revision above `min(floor, rev - dedup window)`.
-    pub revs: BTreeMap<u64, RevRec>,
+    pub revs: Revs,
     /// The last applied revision.
     pub rev: i64,
     /// History floor: reads at revisions `>=` it are answerable.

@@ -307,7 +307,7 @@ pub(crate) fn write_stream(
                 mem.revs
                     .range(from..=rev as u64)
                     .take(CHUNK_ITEMS)
-                    .map(|(r, e)| (*r, e.clone())),
+                    .map(|(r, e)| (r, e.clone())),
             );
         })?;
         let Some((last, _)) = chunk.last() else {
@@ -487,6 +487,11 @@ fn fill<R: Read>(mem: &mut Mem, r: &mut Reader_<'_, R>, version: u64) -> Result<
                         "command {id:?} twice or at rev {rev}"
                     )));
                 }
+                // A writer sends only revisions above the window; one below it would be
+                // trimmed at once, and a far one would open a long gap in `mem.revs`.
+                if rev <= window {
+                    continue;
+                }
                 // As a nop: below the history floor, only the id matters.
                 let rec = RevRec {
                     id,
@@ -509,12 +514,20 @@ fn fill<R: Read>(mem: &mut Mem, r: &mut Reader_<'_, R>, version: u64) -> Result<
             } if history => {
                 let code = code_of(code)?;
                 valid_path(&path)?;
-                if rev <= last_rev || rev > snap_rev {
+                // Above the floor every revision has its entry (checked in full at the end);
+                // a gap there is refused at once, before `mem.revs` allocates for it.
+                let gap = rev > floor && rev != last_rev.max(floor) + 1;
+                if rev <= last_rev || rev > snap_rev || gap {
                     return Err(StoreError::BadSnapshot(format!(
                         "revision {rev} after {last_rev}"
                     )));
                 }
                 last_rev = rev;
+                // Below both the floor and the window an entry serves nothing (a writer
+                // sends none), and a far one would open a long gap in `mem.revs`.
+                if rev <= floor.min(window) {
+                    continue;
+                }
                 if rev > window && !ids.insert(id) {
                     return Err(StoreError::BadSnapshot(format!("command {id:?} twice")));
                 }
@@ -573,5 +586,70 @@ fn fill<R: Read>(mem: &mut Mem, r: &mut Reader_<'_, R>, version: u64) -> Result<
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-3 stream at revision `rev` with history floor `floor` and these `Rev` items
+    /// (each a nop of its own command), ended correctly.
+    fn stream(rev: i64, floor: i64, revs: &[i64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer_ {
+            out: &mut out,
+            crc: crc32fast::Hasher::new(),
+            items: 0,
+            frame: Vec::new(),
+        };
+        w.raw(MAGIC).unwrap();
+        w.item(&Item::Header {
+            format: 3,
+            rev,
+            applied: 1,
+            config: Config::default(),
+        })
+        .unwrap();
+        w.item(&Item::Floor { floor }).unwrap();
+        for &r in revs {
+            w.item(&Item::Rev {
+                rev: r,
+                id: CommandId {
+                    node: doozer_paxos::NodeId(1),
+                    seq: r as u64,
+                },
+                code: 0,
+                flags: 0,
+                path: "/".into(),
+            })
+            .unwrap();
+        }
+        let (items, crc) = (w.items, w.crc.clone().finalize());
+        w.item(&Item::End { items, crc }).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_gap_in_the_history_is_refused_at_once() {
+        let (mem, _) = read_stream(&mut &stream(5, 2, &[1, 2, 3, 4, 5])[..]).unwrap();
+        assert_eq!(mem.revs.bounds(), Some((1, 5)));
+        // Revision 4 missing: refused at 5, not only by the count at the end.
+        let e = read_stream(&mut &stream(5, 2, &[3, 5])[..]).unwrap_err();
+        assert!(e.to_string().contains("revision 5 after 3"), "{e}");
+        // A far revision above the floor would have opened a huge gap in memory.
+        let e = read_stream(&mut &stream(1 << 60, 0, &[1, 1 << 60])[..]).unwrap_err();
+        assert!(e.to_string().contains("after 1"), "{e}");
+    }
+
+    #[test]
+    fn entries_below_the_floor_and_the_window_are_skipped() {
+        let rev = DEDUP_WINDOW_REVS + 10;
+        // Revision 3 is below both the floor (rev 10 back) and the window: it serves
+        // nothing and is dropped, so the entries start at the floor's next revision.
+        let revs: Vec<i64> = std::iter::once(3).chain(rev - 9..=rev).collect();
+        let (mem, _) = read_stream(&mut &stream(rev, rev - 10, &revs)[..]).unwrap();
+        assert_eq!(mem.revs.bounds(), Some(((rev - 9) as u64, rev as u64)));
+        assert_eq!(mem.revs.len(), 10);
     }
 }

@@ -296,7 +296,7 @@ fn dedup_of(mem: &Mem) -> Dedup {
     let mut dedup = Dedup::default();
     let from = (mem.rev - DEDUP_WINDOW_REVS + 1).max(1) as u64;
     for (r, e) in mem.revs.range(from..) {
-        dedup.insert(e.id, (*r as i64, e.code));
+        dedup.insert(e.id, (r as i64, e.code));
     }
     dedup
 }
@@ -843,7 +843,7 @@ impl Store {
             }
             let flags = e.event_flags();
             let value = if flags == FLAG_SET {
-                let at = (*rev as i64 != mem.rev).then_some(*rev);
+                let at = (rev as i64 != mem.rev).then_some(rev);
                 View { mem: &mem, at }
                     .file(&e.pkey)
                     .map(|(_, v)| v)
@@ -852,7 +852,7 @@ impl Store {
                 Bytes::new()
             };
             return Ok(Some(Event {
-                rev: *rev as i64,
+                rev: rev as i64,
                 path,
                 value,
                 flags,
