@@ -218,6 +218,15 @@ fn get_decoded<T: serde::de::DeserializeOwned>(
 }
 
 /// Whether an error leaves the database in a state where further writes are unsafe.
+/// Whether a write closure returns `e` only before it changed anything (its first check), so
+/// that the transaction it was given, and the state, are as before.
+fn refused_unchanged(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::SlotGap { .. } | StoreError::StaleSnapshot { .. }
+    )
+}
+
 fn poisons(e: &StoreError) -> bool {
     matches!(
         e,
@@ -304,20 +313,28 @@ fn dedup_of(mem: &Mem) -> Dedup {
 /// What applying one slot's commands did.
 #[derive(Default)]
 struct SlotOutcome {
-    results: Vec<(doozer_paxos::CommandId, ApplyResult)>,
     events: Vec<Event>,
     /// The membership after the slot, when it changed.
     config: Option<Config>,
 }
 
+/// How many results a commit gathers before it hands them out ([`Store::commit_with`]) while
+/// it applies a slot. Handed out only after the whole batch, the first clients of a
+/// 64-command slot waited for the other 63 commands to be applied; their next requests, which
+/// the leader gathers into the next slot, then started that much later.
+const ANSWER_EVERY: usize = 8;
+
 /// Applies the commands of one decided slot to `mem` (the same code for commits and for the
-/// replay after a restart, so both reach the same state).
+/// replay after a restart, so both reach the same state). The commands' results are added
+/// to `results`, which goes to `answer` whenever it holds [`ANSWER_EVERY`].
 fn apply_slot(
     mem: &mut Mem,
     slot: Slot,
     value: &Value,
     dedup: &Dedup,
     fresh: &mut IdMap,
+    results: &mut Vec<(CommandId, ApplyResult)>,
+    answer: &mut dyn FnMut(Vec<(CommandId, ApplyResult)>),
 ) -> SlotOutcome {
     let mut out = SlotOutcome::default();
     let mut membership = false;
@@ -326,7 +343,10 @@ fn apply_slot(
         for cmd in cmds {
             let rev = tree.mem.rev + 1;
             let a = tree.apply(cmd, rev, dedup, fresh);
-            out.results.push((cmd.id, a.result));
+            results.push((cmd.id, a.result));
+            if results.len() >= ANSWER_EVERY {
+                answer(std::mem::take(results));
+            }
             if let Some(ev) = a.event {
                 out.events.push(ev);
             }
@@ -530,7 +550,16 @@ impl Store {
                     break;
                 }
                 let value: Value = codec::decode(&raw)?;
-                apply_slot(&mut mem, slot, &value, &dedup, &mut fresh);
+                let results = &mut Vec::new();
+                apply_slot(
+                    &mut mem,
+                    slot,
+                    &value,
+                    &dedup,
+                    &mut fresh,
+                    results,
+                    &mut |_| {},
+                );
                 next += 1;
             }
             if next != stored.applied + 1 {
@@ -586,7 +615,9 @@ impl Store {
     /// Runs `f` in one durable write transaction; `f` applies to the shared state in place
     /// (readers keep seeing the last commit). On success the writer's counters it produced
     /// become current, the duplicate table is updated, and readers see the result. Storage
-    /// failures, and any failure after `f` changed the state, poison the store.
+    /// failures, and any failure after `f` changed the state, poison the store; a write
+    /// refused before it changed anything ([`refused_unchanged`]) leaves a pending
+    /// transaction as it was.
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction, &mut Writer, &Shared, &Dedup) -> Result<(T, DedupUpdate)>,
@@ -609,20 +640,28 @@ impl Store {
         let mut next = guard.w.clone();
         let pending = guard.pending.take();
         let had_pending = pending.is_some();
+        // An error comes with the pending transaction when the write was refused before it
+        // changed anything: that transaction goes on unharmed.
         let outcome = (|| {
             let txn = match pending {
                 Some(txn) => txn,
                 None => {
-                    let mut txn = self.inner.db.begin_write()?;
+                    let mut txn = self.inner.db.begin_write().map_err(|e| (e.into(), None))?;
                     txn.set_durability(Durability::Immediate);
                     txn
                 }
             };
-            let out = f(&txn, &mut next, sh, &guard.dedup)?;
+            let out = match f(&txn, &mut next, sh, &guard.dedup) {
+                Ok(out) => out,
+                Err(e) if refused_unchanged(&e) => {
+                    return Err((e, had_pending.then(|| Box::new(txn))));
+                }
+                Err(e) => return Err((e, None)),
+            };
             if defer(&out.0) {
                 return Ok((out, Some(txn)));
             }
-            txn.commit()?;
+            txn.commit().map_err(|e| (e.into(), None))?;
             Ok((out, None))
         })();
         match outcome {
@@ -659,7 +698,11 @@ impl Store {
                 self.inner.ckpt.maybe_start(sh, guard.w.ckpt_rev);
                 Ok(out)
             }
-            Err(e) => {
+            Err((e, Some(txn))) => {
+                guard.pending = Some(*txn);
+                Err(e)
+            }
+            Err((e, None)) => {
                 // Accept records noted during the failed write never reached the file.
                 lock(&self.inner.accepted_here).clear();
                 // A pending transaction lost with this one held state readers saw already.
@@ -722,20 +765,20 @@ impl Store {
     /// beyond the next one is [`StoreError::SlotGap`] and nothing is written.
     pub fn commit(&self, batch: Batch) -> Result<Commit> {
         let mut results = Vec::new();
-        let mut commit = self.commit_with(batch, |r| results = r)?;
+        let mut commit = self.commit_with(batch, |r| results.extend(r))?;
         commit.results = results;
         Ok(commit)
     }
 
     /// [`Store::commit`], handing the commands' results to `applied` as soon as they are
-    /// applied in memory, before the transaction is durable and before readers see them
-    /// (the returned [`Commit`] then has none). A decided slot is durable on a majority of
+    /// applied in memory, in groups of a few, before the transaction is durable and before
+    /// readers see them (the returned [`Commit`] then has none). A decided slot is durable on a majority of
     /// acceptors already, so a server may answer its clients from there; should this commit
     /// then fail, the node stops and learns the slots again from its peers.
     pub fn commit_with(
         &self,
         batch: Batch,
-        applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
+        applied: impl FnMut(Vec<(CommandId, ApplyResult)>),
     ) -> Result<Commit> {
         self.commit_batch(batch, applied, false)
     }
@@ -751,7 +794,7 @@ impl Store {
     pub fn commit_deferred(
         &self,
         batch: Batch,
-        applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
+        applied: impl FnMut(Vec<(CommandId, ApplyResult)>),
     ) -> Result<Commit> {
         self.commit_batch(batch, applied, true)
     }
@@ -759,7 +802,7 @@ impl Store {
     fn commit_batch(
         &self,
         batch: Batch,
-        applied: impl FnOnce(Vec<(CommandId, ApplyResult)>),
+        applied: impl FnMut(Vec<(CommandId, ApplyResult)>),
         may_defer: bool,
     ) -> Result<Commit> {
         let _span = debug_span!(
@@ -991,7 +1034,7 @@ fn apply_batch(
     batch: Batch,
     dedup: &Dedup,
     ckpt: Option<(Slot, i64)>,
-    answer: impl FnOnce(Vec<(CommandId, ApplyResult)>),
+    mut answer: impl FnMut(Vec<(CommandId, ApplyResult)>),
 ) -> Result<((Commit, bool), DedupUpdate)> {
     let sh = &*inner.shared;
     let mut accepted_here = lock(&inner.accepted_here);
@@ -1023,8 +1066,15 @@ fn apply_batch(
         if *slot <= mem.applied {
             continue;
         }
-        let done = apply_slot(mem, *slot, value, dedup, &mut fresh);
-        out.results.extend(done.results);
+        let done = apply_slot(
+            mem,
+            *slot,
+            value,
+            dedup,
+            &mut fresh,
+            &mut out.results,
+            &mut answer,
+        );
         out.events.extend(done.events);
         decided.push((*slot, value, done.config));
     }

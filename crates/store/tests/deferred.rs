@@ -147,3 +147,83 @@ fn other_decisions_commit_at_once() {
     drop(s);
     assert_eq!(reopen(&path).applied_slot(), 4);
 }
+
+/// Results are handed out in groups of eight while the batch is applied, in order, before
+/// readers see any of it: a client need not wait for the rest of a large slot.
+#[test]
+fn results_are_handed_out_in_groups_as_commands_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = reopen(&dir.path().join("doozer.redb"));
+    let slot = |first: u64, n: u64| {
+        Value::Batch(
+            (first..first + n)
+                .map(|i| cmd(i, &set(&format!("/k{i}"), -1, "v")))
+                .collect(),
+        )
+    };
+    let mut groups: Vec<Vec<i64>> = vec![];
+    let mut seen_rev = vec![];
+    s.commit_with(
+        Batch {
+            records: vec![],
+            decided: vec![(1, slot(1, 5)), (2, slot(6, 14))],
+        },
+        |r| {
+            seen_rev.push(s.rev());
+            groups.push(r.into_iter().map(|(_, r)| r.rev()).collect());
+        },
+    )
+    .unwrap();
+    let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![8, 8, 3]);
+    let revs: Vec<i64> = groups.concat();
+    assert_eq!(revs, (1..=19).collect::<Vec<_>>(), "in order, one each");
+    assert_eq!(
+        seen_rev,
+        vec![0, 0, 0],
+        "readers see the batch only once it is done"
+    );
+    assert_eq!(s.rev(), 19);
+}
+
+/// A write refused before it changed anything (a snapshot older than the applied state, a
+/// slot that does not follow) leaves a pending decision alone: the store is not poisoned and
+/// the decision is committed later as usual. (A node catching up slot by slot while a
+/// snapshot fetch was under way was stopped by such a stale snapshot: its store had been
+/// poisoned because the refusal dropped the pending transaction.)
+#[test]
+fn a_refused_write_keeps_the_pending_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doozer.redb");
+    let s = reopen(&path);
+    let v1 = value(1, "/a", "1");
+    accept(&s, 1, &v1);
+    let mut old = vec![];
+    s.export_snapshot(&mut old).unwrap();
+    decide(&s, 1, &v1);
+    assert!(s.has_pending());
+
+    let e = s.install_snapshot(&mut &old[..]).unwrap_err();
+    assert!(
+        matches!(e, doozer_store::StoreError::StaleSnapshot { .. }),
+        "{e}"
+    );
+    assert!(s.has_pending(), "the pending decision is kept");
+    let e = s
+        .commit(Batch {
+            records: vec![],
+            decided: vec![(3, value(3, "/c", "3"))],
+        })
+        .unwrap_err();
+    assert!(matches!(e, doozer_store::StoreError::SlotGap { .. }), "{e}");
+    assert!(s.has_pending());
+
+    // Not poisoned: the next write goes on, in the same transaction.
+    let v2 = value(2, "/b", "2");
+    accept(&s, 2, &v2);
+    assert!(!s.has_pending());
+    drop(s);
+    let s = reopen(&path);
+    assert_eq!(s.load_engine_state(50).unwrap().applied, 1);
+    assert_eq!(s.get("/a", None).unwrap(), (bytes::Bytes::from("1"), 1));
+}
