@@ -217,7 +217,6 @@ fn get_decoded<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Whether an error leaves the database in a state where further writes are unsafe.
 /// Whether a write closure returns `e` only before it changed anything (its first check), so
 /// that the transaction it was given, and the state, are as before.
 fn refused_unchanged(e: &StoreError) -> bool {
@@ -227,6 +226,7 @@ fn refused_unchanged(e: &StoreError) -> bool {
     )
 }
 
+/// Whether an error leaves the database in a state where further writes are unsafe.
 fn poisons(e: &StoreError) -> bool {
     matches!(
         e,
@@ -550,14 +550,14 @@ impl Store {
                     break;
                 }
                 let value: Value = codec::decode(&raw)?;
-                let results = &mut Vec::new();
+                // Nobody waits for the results of a replay.
                 apply_slot(
                     &mut mem,
                     slot,
                     &value,
                     &dedup,
                     &mut fresh,
-                    results,
+                    &mut Vec::new(),
                     &mut |_| {},
                 );
                 next += 1;
@@ -771,10 +771,11 @@ impl Store {
     }
 
     /// [`Store::commit`], handing the commands' results to `applied` as soon as they are
-    /// applied in memory, in groups of a few, before the transaction is durable and before
-    /// readers see them (the returned [`Commit`] then has none). A decided slot is durable on a majority of
-    /// acceptors already, so a server may answer its clients from there; should this commit
-    /// then fail, the node stops and learns the slots again from its peers.
+    /// applied in memory, a few at a time, before the transaction is durable and before
+    /// readers see them (the returned [`Commit`] then has none). A decided slot is durable
+    /// on a majority of acceptors already, so a server may answer its clients from there;
+    /// should this commit then fail, the node stops and learns the slots again from its
+    /// peers.
     pub fn commit_with(
         &self,
         batch: Batch,
