@@ -44,6 +44,21 @@ fn batch(seq: u64, data: &'static [u8]) -> Value {
     Value::Batch(vec![cmd(seq, data)])
 }
 
+/// The leader's Accept of `value` into `slot` at `ballot` (nothing known committed).
+fn accept(ballot: Ballot, slot: Slot, value: Value) -> Message {
+    Message::Accept {
+        ballot,
+        slot,
+        value,
+        commit: 0,
+    }
+}
+
+/// A durable vote for `slot` at `ballot`.
+fn vote(ballot: Ballot, slot: Slot) -> Message {
+    Message::Accepted { ballot, slot }
+}
+
 fn state(promised: Ballot, accepted: &[(Slot, Ballot, Value)]) -> PersistentState {
     PersistentState {
         promised,
@@ -344,15 +359,7 @@ fn proposals_are_batched_into_one_slot() {
 fn accept_is_answered_after_persist() {
     let b1 = ballot(1, A);
     let mut b = follower_b(&[]);
-    b.step(
-        A,
-        Message::Accept {
-            ballot: b1,
-            slot: 1,
-            value: batch(1, b"v"),
-            commit: 0,
-        },
-    );
+    b.step(A, accept(b1, 1, batch(1, b"v")));
     assert_eq!(
         b.ready(),
         Ready {
@@ -363,22 +370,7 @@ fn accept_is_answered_after_persist() {
             }],
             // The vote to the leader, and fed back to B itself (with the leader's vote it
             // makes a quorum of three).
-            send_after_persist: vec![
-                (
-                    A,
-                    Message::Accepted {
-                        ballot: b1,
-                        slot: 1
-                    }
-                ),
-                (
-                    B,
-                    Message::Accepted {
-                        ballot: b1,
-                        slot: 1
-                    }
-                )
-            ],
+            send_after_persist: vec![(A, vote(b1, 1)), (B, vote(b1, 1))],
             ..Ready::default()
         }
     );
@@ -387,13 +379,7 @@ fn accept_is_answered_after_persist() {
 #[test]
 fn a_follower_learns_a_slot_from_its_own_vote_and_the_leaders() {
     let b1 = ballot(1, A);
-    let accept = |slot| Message::Accept {
-        ballot: b1,
-        slot,
-        value: batch(slot, b"v"),
-        commit: 0,
-    };
-    let vote = |ballot, slot| Message::Accepted { ballot, slot };
+    let accept = |slot| accept(b1, slot, batch(slot, b"v"));
     let mut b = follower_b(&[]);
     b.step(A, accept(1));
     b.step(A, accept(2));
@@ -436,20 +422,9 @@ fn with_five_voters_the_leaders_vote_is_not_sent_and_two_votes_decide_nothing() 
     let mut st = state(b1, &[]);
     st.configs = vec![(1, five)];
     let mut b = engine(B, st);
-    b.step(
-        A,
-        Message::Accept {
-            ballot: b1,
-            slot: 1,
-            value: Value::Noop,
-            commit: 0,
-        },
-    );
+    b.step(A, accept(b1, 1, Value::Noop));
     // Only the vote to the leader: B's own and the leader's are not a quorum of five.
-    let vote = Message::Accepted {
-        ballot: b1,
-        slot: 1,
-    };
+    let vote = vote(b1, 1);
     assert_eq!(b.ready().send_after_persist, vec![(A, vote.clone())]);
     b.step(B, vote.clone());
     b.step(A, vote);
@@ -460,15 +435,7 @@ fn with_five_voters_the_leaders_vote_is_not_sent_and_two_votes_decide_nothing() 
 fn accept_at_a_new_ballot_persists_the_promise_first() {
     let b3 = ballot(3, A);
     let mut b = engine(B, state(ballot(1, C), &[]));
-    b.step(
-        A,
-        Message::Accept {
-            ballot: b3,
-            slot: 1,
-            value: Value::Noop,
-            commit: 0,
-        },
-    );
+    b.step(A, accept(b3, 1, Value::Noop));
     assert_eq!(
         b.ready(),
         Ready {
@@ -480,22 +447,7 @@ fn accept_at_a_new_ballot_persists_the_promise_first() {
                     value: Value::Noop
                 }
             ],
-            send_after_persist: vec![
-                (
-                    A,
-                    Message::Accepted {
-                        ballot: b3,
-                        slot: 1
-                    }
-                ),
-                (
-                    B,
-                    Message::Accepted {
-                        ballot: b3,
-                        slot: 1
-                    }
-                )
-            ],
+            send_after_persist: vec![(A, vote(b3, 1)), (B, vote(b3, 1))],
             ..Ready::default()
         }
     );
@@ -507,21 +459,9 @@ fn send_before_persist_fault_sends_early() {
     let mut o = opts(B);
     o.faults.send_before_persist = true;
     let mut b = Engine::new(o, state(b1, &[]));
-    b.step(
-        A,
-        Message::Accept {
-            ballot: b1,
-            slot: 1,
-            value: Value::Noop,
-            commit: 0,
-        },
-    );
+    b.step(A, accept(b1, 1, Value::Noop));
     let r = b.ready();
-    let vote = Message::Accepted {
-        ballot: b1,
-        slot: 1,
-    };
-    assert_eq!(r.send_now, vec![(A, vote.clone()), (B, vote)]);
+    assert_eq!(r.send_now, vec![(A, vote(b1, 1)), (B, vote(b1, 1))]);
     assert!(r.send_after_persist.is_empty());
 }
 

@@ -48,13 +48,26 @@ fn reopen(path: &std::path::Path) -> Store {
     Store::open(path, StoreOptions::default()).unwrap()
 }
 
-#[test]
-fn decision_of_an_accepted_value_is_pending_but_visible() {
+/// A new store in a temporary directory (which must outlive it): the directory, the store
+/// file's path, the store.
+fn new_store() -> (tempfile::TempDir, std::path::PathBuf, Store) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doozer.redb");
     let s = reopen(&path);
+    (dir, path, s)
+}
+
+/// [`new_store`] with `/a = 1` accepted into slot 1; also returns that value.
+fn with_slot_1_accepted() -> (tempfile::TempDir, std::path::PathBuf, Store, Value) {
+    let (dir, path, s) = new_store();
     let v1 = value(1, "/a", "1");
     accept(&s, 1, &v1);
+    (dir, path, s, v1)
+}
+
+#[test]
+fn decision_of_an_accepted_value_is_pending_but_visible() {
+    let (_dir, path, s, v1) = with_slot_1_accepted();
     let results = decide(&s, 1, &v1);
     assert_eq!(
         results.len(),
@@ -79,11 +92,7 @@ fn decision_of_an_accepted_value_is_pending_but_visible() {
 
 #[test]
 fn flush_and_close_commit_the_pending_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("doozer.redb");
-    let s = reopen(&path);
-    let v1 = value(1, "/a", "1");
-    accept(&s, 1, &v1);
+    let (_dir, path, s, v1) = with_slot_1_accepted();
     decide(&s, 1, &v1);
     s.flush().unwrap();
     assert!(!s.has_pending());
@@ -101,9 +110,7 @@ fn flush_and_close_commit_the_pending_decision() {
 
 #[test]
 fn other_decisions_commit_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("doozer.redb");
-    let s = reopen(&path);
+    let (_dir, path, s) = new_store();
     // Not accepted here (learned from a peer): the value exists nowhere else on this disk.
     let v1 = value(1, "/a", "1");
     decide(&s, 1, &v1);
@@ -152,8 +159,7 @@ fn other_decisions_commit_at_once() {
 /// readers see any of it: a client need not wait for the rest of a large slot.
 #[test]
 fn results_are_handed_out_in_groups_as_commands_are_applied() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = reopen(&dir.path().join("doozer.redb"));
+    let (_dir, _, s) = new_store();
     let slot = |first: u64, n: u64| {
         Value::Batch(
             (first..first + n)
@@ -193,11 +199,7 @@ fn results_are_handed_out_in_groups_as_commands_are_applied() {
 /// poisoned because the refusal dropped the pending transaction.)
 #[test]
 fn a_refused_write_keeps_the_pending_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("doozer.redb");
-    let s = reopen(&path);
-    let v1 = value(1, "/a", "1");
-    accept(&s, 1, &v1);
+    let (_dir, path, s, v1) = with_slot_1_accepted();
     let mut old = vec![];
     s.export_snapshot(&mut old).unwrap();
     decide(&s, 1, &v1);
