@@ -26,10 +26,19 @@ use crate::snapshot::{read_stream, write_stream, SNAPSHOT_FORMAT};
 use crate::store::Shared as State_;
 
 /// The name of the checkpoint file of the store file at `store`, in the same directory.
-pub(crate) fn checkpoint_name(store: &Path) -> String {
-    let mut name = store.file_name().unwrap_or_default().to_os_string();
-    name.push(".ckpt");
-    name.to_string_lossy().into_owned()
+/// The store file needs a UTF-8 name: converted lossily, two different names could share
+/// one checkpoint.
+pub(crate) fn checkpoint_name(store: &Path) -> Result<String> {
+    match store.file_name().map(|n| n.to_str()) {
+        Some(Some(name)) => Ok(format!("{name}.ckpt")),
+        _ => Err(StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "store file {}: the path must end in a file name in UTF-8",
+                store.display()
+            ),
+        ))),
+    }
 }
 
 /// Reads the checkpoint `name` in `dir`: `None` if there is none.

@@ -407,6 +407,8 @@ impl Store {
     /// `<path>.ckpt`) and applies the decided slots after it. After a crash, redb recovers
     /// the last committed transaction, and with it every slot a commit returned for.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        // Before the file is created: a name that cannot have a checkpoint is refused.
+        checkpoint::checkpoint_name(path)?;
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes)
             .create(path)?;
@@ -447,7 +449,7 @@ impl Store {
         opts: StoreOptions,
     ) -> Result<Store> {
         let _span = debug_span!("store_open", path = %path.display()).entered();
-        let ckpt_name = checkpoint::checkpoint_name(path);
+        let ckpt_name = checkpoint::checkpoint_name(path)?;
         let ckpt_path = dir.display(&ckpt_name);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);

@@ -802,6 +802,34 @@ fn a_damaged_or_missing_checkpoint_is_an_error() {
     assert_eq!(file_names(dir.path()), ["doozer.redb", "doozer.redb.ckpt"]);
 }
 
+/// A store file name that is not UTF-8 has no checkpoint name of its own (converted lossily,
+/// two names could share one): it is refused before anything is created.
+#[cfg(unix)]
+#[test]
+fn a_store_file_name_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"st\xffore.redb"));
+    match open_err(&path) {
+        StoreError::Io(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("UTF-8"), "{e}");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(
+        file_names(dir.path()).is_empty(),
+        "{:?}",
+        file_names(dir.path())
+    );
+    // A path without a file name is refused the same way.
+    assert!(
+        matches!(open_err(&dir.path().join("..")), StoreError::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput)
+    );
+}
+
 /// The state of `/p/...` files over revisions, built from the ops as they are chosen.
 #[derive(Default)]
 struct Hist {
