@@ -316,16 +316,7 @@ impl Tree<'_> {
         let from = self.mem.floor;
         if floor > from {
             let lo = (from.max(0) as u64) + 1;
-            let dead: Vec<_> = self
-                .mem
-                .revs
-                .range(lo..=floor as u64)
-                .filter(|(_, e)| e.flags & HAS_UNDO != 0)
-                .map(|(r, e)| (e.pkey.clone(), r))
-                .collect();
-            for (k, r) in dead {
-                self.mem.drop_undo(&k, r);
-            }
+            self.mem.drop_undo_range(lo, floor as u64);
             self.mem.floor = floor;
         }
         let cut = floor.min(keep_ids_above);

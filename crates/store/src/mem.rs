@@ -237,21 +237,36 @@ impl Mem {
         true
     }
 
-    /// Drops the undo record of `key` at `rev`.
-    pub fn drop_undo(&mut self, key: &[u8], rev: u64) {
-        let Some(p) = self.paths.get_mut(key) else {
-            return;
-        };
-        let before = p.undo.len();
-        if p.undo.front().is_some_and(|(r, _)| *r == rev) {
-            p.undo.pop_front();
-        } else {
-            p.undo.retain(|(r, _)| *r != rev);
-        }
-        self.undo_count -= before - p.undo.len();
-        if p.is_empty() {
-            self.paths.remove(key);
-            self.keys.remove(key);
+    /// Drops the undo records of the revisions in `lo..=hi` (those `revs` says wrote one).
+    /// The fields are borrowed apart, so the keys are read from `revs` in place: cloning
+    /// each (to call a `&mut self` method) allocated a shared header for every record.
+    pub fn drop_undo_range(&mut self, lo: u64, hi: u64) {
+        let Mem {
+            revs,
+            paths,
+            keys,
+            undo_count,
+            ..
+        } = self;
+        for (rev, e) in revs.range(lo..=hi) {
+            if e.flags & HAS_UNDO == 0 {
+                continue;
+            }
+            let key = &e.pkey[..];
+            let Some(p) = paths.get_mut(key) else {
+                continue;
+            };
+            let before = p.undo.len();
+            if p.undo.front().is_some_and(|(r, _)| *r == rev) {
+                p.undo.pop_front();
+            } else {
+                p.undo.retain(|(r, _)| *r != rev);
+            }
+            *undo_count -= before - p.undo.len();
+            if p.is_empty() {
+                paths.remove(key);
+                keys.remove(key);
+            }
         }
     }
 }
