@@ -807,6 +807,7 @@ fn a_damaged_or_missing_checkpoint_is_an_error() {
 #[cfg(unix)]
 #[test]
 fn a_store_file_name_that_is_not_utf8_is_refused() {
+    use std::io::ErrorKind::InvalidInput;
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir
@@ -814,19 +815,18 @@ fn a_store_file_name_that_is_not_utf8_is_refused() {
         .join(std::ffi::OsStr::from_bytes(b"st\xffore.redb"));
     match open_err(&path) {
         StoreError::Io(e) => {
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+            assert_eq!(e.kind(), InvalidInput, "{e}");
             assert!(e.to_string().contains("UTF-8"), "{e}");
         }
         e => panic!("{e:?}"),
     }
-    assert!(
-        file_names(dir.path()).is_empty(),
-        "{:?}",
-        file_names(dir.path())
-    );
+    let names = file_names(dir.path());
+    assert!(names.is_empty(), "{names:?}");
     // A path without a file name is refused the same way.
+    let e = open_err(&dir.path().join(".."));
     assert!(
-        matches!(open_err(&dir.path().join("..")), StoreError::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput)
+        matches!(&e, StoreError::Io(io) if io.kind() == InvalidInput),
+        "{e:?}"
     );
 }
 
