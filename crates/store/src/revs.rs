@@ -5,9 +5,9 @@
 //! records form one contiguous run that grows at its end and shrinks at its start. A ring
 //! buffer indexed by `rev - base` does both in O(1) and scans in memory order; the
 //! `BTreeMap` it replaces spent a descent per insert and per removal on a map of ~100k
-//! entries (the default history and dedup window). In `perf` profiles of a 64-client bench (2026-12-01), `Tree::trim` (which also
-//! drops the undo records) fell from 3.4% to 2.2% of the samples (one profile each, at
-//! 24.0k and 19.2k sets/s).
+//! entries (the default history and dedup window). In `perf` profiles of a 64-client bench
+//! (2026-12-01), `Tree::trim` (which also drops the undo records) fell from 3.4% to 2.2% of
+//! the samples (one profile each, at 24.0k and 19.2k sets/s).
 //!
 //! Inserting away from the run leaves empty places (a snapshot's records need not be
 //! contiguous below its history floor); callers bound how far from the run a rev may be, so
@@ -25,19 +25,18 @@ pub(crate) struct Revs {
     /// The records of `base..base + recs.len()`; `None` where a rev has none. Never begins
     /// or ends with `None`.
     recs: VecDeque<Option<RevRec>>,
-    /// How many of `recs` are `Some`.
-    len: usize,
 }
 
 impl Revs {
+    /// How many records there are (counted: only tests ask).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len
+        self.recs.iter().filter(|r| r.is_some()).count()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.recs.is_empty()
     }
 
     #[cfg(test)]
@@ -51,7 +50,6 @@ impl Revs {
         if self.recs.is_empty() {
             self.base = rev;
             self.recs.push_back(Some(rec));
-            self.len = 1;
             return None;
         }
         let end = self.base + self.recs.len() as u64;
@@ -61,7 +59,6 @@ impl Revs {
                 self.recs.push_back(None);
             }
             self.recs.push_back(Some(rec));
-            self.len += 1;
             return None;
         }
         if rev < self.base {
@@ -70,14 +67,9 @@ impl Revs {
             }
             self.recs.push_front(Some(rec));
             self.base = rev;
-            self.len += 1;
             return None;
         }
-        let old = self.recs[(rev - self.base) as usize].replace(rec);
-        if old.is_none() {
-            self.len += 1;
-        }
-        old
+        self.recs[(rev - self.base) as usize].replace(rec)
     }
 
     /// The records of the revs in `range`, in increasing rev.
@@ -107,14 +99,8 @@ impl Revs {
 
     /// Drops every record of a rev `<= cut`.
     pub fn remove_through(&mut self, cut: u64) {
-        while self.base <= cut {
-            match self.recs.pop_front() {
-                Some(r) => {
-                    self.len -= r.is_some() as usize;
-                    self.base += 1;
-                }
-                None => break,
-            }
+        while self.base <= cut && self.recs.pop_front().is_some() {
+            self.base += 1;
         }
         // Keep the run starting at a record.
         while let Some(None) = self.recs.front() {
