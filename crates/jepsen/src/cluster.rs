@@ -50,6 +50,33 @@ pub enum ClusterError {
     Form(String),
 }
 
+/// Ports below Linux's default ephemeral range (32768-60999), where neither `bind` to port
+/// 0 nor an outgoing connection's source port lands: a node's port, released here and bound
+/// by the node (again after every restart), is not taken meanwhile by a proxy, a client
+/// connection or another cluster's reservation, as a port from `bind(0)` could be.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// `n` distinct free ports on 127.0.0.1 from [`NODE_PORTS`], found by binding them (held
+/// until all are found, then released); ports from `bind(0)` if that range is full.
+fn reserve_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let span = (NODE_PORTS.end - NODE_PORTS.start) as usize;
+    let start = rand::random::<u16>() as usize;
+    let mut held = Vec::new();
+    for k in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = NODE_PORTS.start + ((start + k) % span) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    while held.len() < n {
+        held.push(std::net::TcpListener::bind("127.0.0.1:0")?);
+    }
+    held.iter().map(|l| l.local_addr()).collect()
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     let what = what.into();
     move |source| ClusterError::Io { what, source }
@@ -101,16 +128,7 @@ impl Cluster {
         if !cfg.doozerd.is_file() {
             return Err(ClusterError::NoBinary(cfg.doozerd.clone()));
         }
-        let mut listens = Vec::new();
-        {
-            // Reserve distinct free ports, then release them for the nodes to bind.
-            let mut held = Vec::new();
-            for _ in 0..cfg.nodes {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("reserve a port"))?;
-                listens.push(l.local_addr().map_err(io("reserve a port"))?);
-                held.push(l);
-            }
-        }
+        let listens = reserve_ports(cfg.nodes).map_err(io("reserve ports"))?;
         let net = Net::start(listens.clone())
             .await
             .map_err(io("start the proxies"))?;
@@ -290,7 +308,7 @@ impl Cluster {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         // stderr: append to the log, and follow what the node says about the leader.
-        {
+        let stderr_task = {
             let views = self.views.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
@@ -303,8 +321,8 @@ impl Cluster {
                     let _ = log.write_all(b"\n").await;
                 }
                 let _ = log.flush().await;
-            });
-        }
+            })
+        };
         // stdout: the `doozerd <id> listening on <addr>` line.
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -331,7 +349,17 @@ impl Cluster {
                     .await
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                return Err(fail(format!("exited before listening ({status})")));
+                // The node's last words, in the error itself: a test's temporary directory,
+                // and the log with it, is gone by the time anyone reads the failure.
+                let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
+                let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let marker = format!("==== harness: starting n{i} ====");
+                let this_start = said.rsplit(&marker).next().unwrap_or_default();
+                let lines: Vec<&str> = this_start.lines().filter(|l| !l.is_empty()).collect();
+                let tail = lines[lines.len().saturating_sub(10)..].join("\n  ");
+                return Err(fail(format!(
+                    "exited before listening ({status}); its log ends:\n  {tail}"
+                )));
             }
             Err(_) => return Err(fail("no `listening` line within 30 s".into())),
         };
@@ -593,5 +621,48 @@ mod tests {
         );
         assert_eq!(leader_view("INFO doozerd::driver: no leader"), Some(None));
         assert_eq!(leader_view("INFO doozerd::peer: peer link"), None);
+    }
+
+    #[test]
+    fn node_ports_are_distinct_free_and_outside_the_ephemeral_range() {
+        let ports = reserve_ports(5).unwrap();
+        let mut distinct: Vec<u16> = ports.iter().map(|a| a.port()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 5, "{ports:?}");
+        for a in &ports {
+            assert!(NODE_PORTS.contains(&a.port()), "{a}");
+            std::net::TcpListener::bind(a).unwrap_or_else(|e| panic!("{a}: {e}"));
+        }
+    }
+
+    /// A node that exits before listening: the error carries the end of its log.
+    #[tokio::test]
+    async fn a_node_that_exits_at_start_is_reported_with_its_last_words() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("doozerd");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'cannot bind: address in use' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = ClusterConfig {
+            doozerd: fake,
+            nodes: 1,
+            dir: dir.path().join("run"),
+            unsafe_local_reads: false,
+            write_deadline_secs: 1.0,
+        };
+        match Cluster::start(cfg).await {
+            Err(e @ ClusterError::Start { .. }) => {
+                let e = e.to_string();
+                assert!(e.contains("exited before listening"), "{e}");
+                assert!(e.contains("cannot bind: address in use"), "{e}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("started"),
+        }
     }
 }
