@@ -5,7 +5,8 @@
 # EXTRA="--flag v" is passed to every node; EVERY=S prints the rate every S seconds;
 # SINGLE=S runs the one-client phase for S seconds instead of SECS; STATS=1 prints each
 # node's storage-thread stats: commits, batches merged, records, slots, commands, time per
-# commit; STATS_LINES=N shows the last N 5-second windows, default 3). After the concurrent phase it prints the nodes' CPU time per set and how busy
+# commit; STATS_LINES=N shows the last N 5-second windows, default 3; KEEP_LOGS=DIR keeps the
+# nodes' logs there). After the concurrent phase it prints the nodes' CPU time per set and how busy
 # the machine was.
 set -euo pipefail
 CLIENTS=${1:-64}
@@ -15,7 +16,12 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
 TMP=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$TMP"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$TMP"/*.log "$KEEP_LOGS"/; fi
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 ADDR=""

@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.write_deadline, Duration::from_secs(10));
         assert_eq!((c.alpha, c.max_inflight), (50, 1));
-        assert_eq!(c.checkpoint_revs, 250_000);
+        assert_eq!(c.checkpoint_revs, 500_000);
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Default for StoreOptions {
             hist_revs: 100_000,
             retain_slots: 10_000,
             cache_bytes: 1 << 30,
-            checkpoint_revs: 250_000,
+            checkpoint_revs: 500_000,
             log_gen_slots: crate::log::DEFAULT_GEN_SLOTS,
         }
     }
