@@ -59,9 +59,6 @@ impl RevRec {
 /// about 2% of a loaded cluster's CPU in the storage threads).
 type PathHasher = foldhash::fast::RandomState;
 
-/// An undo record's key: the path key and the revision of the change.
-pub(crate) type UndoKey = (Bytes, u64);
-
 /// What a path has: its current file, and its undo records.
 #[derive(Debug, Clone, Default)]
 struct PathState {
