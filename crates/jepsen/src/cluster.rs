@@ -95,6 +95,17 @@ pub struct ClusterConfig {
     pub unsafe_local_reads: bool,
     /// `--write-deadline` of the nodes, in seconds.
     pub write_deadline_secs: f64,
+    /// `--hist` of the nodes: revisions of history kept (see [`hist_for`]).
+    pub hist_revs: u64,
+}
+
+/// The `--hist` a run of `time` needs: the watch checker reads the committed history back
+/// to the first revision a watcher saw, so the nodes must keep the whole run's. The nodes'
+/// default (100,000) was passed by a 60 s run of 126,000 writes (TOO_LATE at the end).
+/// 10,000 revisions per second is ~5x the rate of a 3-node run on 2 cores; history costs
+/// memory only for the revisions written.
+pub fn hist_for(time: Duration) -> u64 {
+    (time.as_secs() + 1).saturating_mul(10_000).max(100_000)
 }
 
 /// What each node's log says about the leader: `Some(Some(i))` node i, `Some(None)` no
@@ -258,7 +269,9 @@ impl Cluster {
             .arg("-w")
             .arg("false")
             .arg("--write-deadline")
-            .arg(self.cfg.write_deadline_secs.to_string());
+            .arg(self.cfg.write_deadline_secs.to_string())
+            .arg("--hist")
+            .arg(self.cfg.hist_revs.to_string());
         if first_time {
             if i == 0 {
                 cmd.arg("--cals").arg(self.cfg.nodes.to_string());
@@ -624,6 +637,16 @@ mod tests {
     }
 
     #[test]
+    fn the_nodes_keep_the_history_of_the_whole_run() {
+        // A 60 s watch run wrote 126,000 revisions (2026-12-06, 3 nodes on 2 cores) and
+        // failed its check with the nodes' default of 100,000: keep a wide margin over that.
+        assert!(hist_for(Duration::from_secs(60)) >= 4 * 126_000);
+        assert!(hist_for(Duration::from_secs(3600)) >= 60 * 4 * 126_000);
+        // Short runs keep at least the nodes' default.
+        assert_eq!(hist_for(Duration::ZERO), 100_000);
+    }
+
+    #[test]
     fn node_ports_are_distinct_free_and_outside_the_ephemeral_range() {
         let ports = reserve_ports(5).unwrap();
         let mut distinct: Vec<u16> = ports.iter().map(|a| a.port()).collect();
@@ -654,6 +677,7 @@ mod tests {
             dir: dir.path().join("run"),
             unsafe_local_reads: false,
             write_deadline_secs: 1.0,
+            hist_revs: hist_for(Duration::from_secs(1)),
         };
         match Cluster::start(cfg).await {
             Err(e @ ClusterError::Start { .. }) => {

@@ -361,6 +361,7 @@ async fn run_inner(cfg: &RunConfig) -> Result<Outcome, RunError> {
         dir: cfg.out.clone(),
         unsafe_local_reads: cfg.unsafe_local_reads,
         write_deadline_secs: cfg.spec.client_timeout.as_secs_f64(),
+        hist_revs: crate::cluster::hist_for(cfg.spec.time),
     })
     .await?;
     info!(nodes = cfg.nodes, "cluster formed");
