@@ -97,6 +97,21 @@ pub struct ClusterConfig {
     pub write_deadline_secs: f64,
     /// `--hist` of the nodes: revisions of history kept (see [`hist_for`]).
     pub hist_revs: u64,
+    /// `--checkpoint-revs` of the nodes, if not their default.
+    pub checkpoint_revs: Option<u64>,
+}
+
+/// `--hist` and `--checkpoint-revs` for the nodes of a run of `workload` lasting `time`.
+/// Only the watch checker reads history (the whole run's: [`hist_for`]). The others run
+/// with little history and a checkpoint every few thousand revisions (at least 2,000, and
+/// as many as the files and undo records: the set workload's files grow), so that their
+/// faults land while checkpoints are written and restarts load them: at the nodes' defaults
+/// a run ends before its first checkpoint.
+pub fn store_settings(workload: crate::workload::Workload, time: Duration) -> (u64, Option<u64>) {
+    match workload {
+        crate::workload::Workload::Watch => (hist_for(time), None),
+        _ => (2_000, Some(2_000)),
+    }
 }
 
 /// The `--hist` a run of `time` needs: the watch checker reads the committed history back
@@ -272,6 +287,9 @@ impl Cluster {
             .arg(self.cfg.write_deadline_secs.to_string())
             .arg("--hist")
             .arg(self.cfg.hist_revs.to_string());
+        if let Some(n) = self.cfg.checkpoint_revs {
+            cmd.arg("--checkpoint-revs").arg(n.to_string());
+        }
         if first_time {
             if i == 0 {
                 cmd.arg("--cals").arg(self.cfg.nodes.to_string());
@@ -678,6 +696,7 @@ mod tests {
             unsafe_local_reads: false,
             write_deadline_secs: 1.0,
             hist_revs: hist_for(Duration::from_secs(1)),
+            checkpoint_revs: None,
         };
         match Cluster::start(cfg).await {
             Err(e @ ClusterError::Start { .. }) => {

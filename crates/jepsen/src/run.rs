@@ -355,13 +355,16 @@ async fn run_inner(cfg: &RunConfig) -> Result<Outcome, RunError> {
         move |source| RunError::Io { what, source }
     };
     std::fs::create_dir_all(&cfg.out).map_err(io("create", &cfg.out))?;
+    let (hist_revs, checkpoint_revs) =
+        crate::cluster::store_settings(cfg.spec.workload, cfg.spec.time);
     let mut cluster = Cluster::start(ClusterConfig {
         doozerd: cfg.doozerd.clone(),
         nodes: cfg.nodes,
         dir: cfg.out.clone(),
         unsafe_local_reads: cfg.unsafe_local_reads,
         write_deadline_secs: cfg.spec.client_timeout.as_secs_f64(),
-        hist_revs: crate::cluster::hist_for(cfg.spec.time),
+        hist_revs,
+        checkpoint_revs,
     })
     .await?;
     info!(nodes = cfg.nodes, "cluster formed");
