@@ -313,6 +313,15 @@ impl Store {
 /// Items read per lock hold while exporting: the writer waits at most this long.
 const CHUNK_ITEMS: usize = 2048;
 
+/// Bytes encoded per lock hold, at most (past the item that crosses it): a chunk is copied
+/// out of the state, and 2,048 values of up to 1 MiB would be 2 GiB.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Whether a chunk of `n` items encoded into `buf` is full.
+fn chunk_full(n: usize, buf: &[u8]) -> bool {
+    n >= CHUNK_ITEMS || buf.len() >= CHUNK_BYTES
+}
+
 /// Writes the visible state of `sh` as a stream of `version`, a chunk of items per read
 /// lock so that commits go on meanwhile (the history it reads through is pinned); stops with
 /// [`StoreError::Cancelled`] once `cancel` is set.
@@ -391,7 +400,7 @@ pub(crate) fn write_stream(
                     return ControlFlow::Break(());
                 }
                 n += 1;
-                if n == CHUNK_ITEMS {
+                if chunk_full(n, &buf) {
                     resume = Some(k.to_vec());
                     return ControlFlow::Break(());
                 }
@@ -417,7 +426,10 @@ pub(crate) fn write_stream(
         buf.clear();
         let (mut n, mut last, mut err) = (0, None, None);
         locked(&mut |mem| {
-            for (r, e) in mem.revs.range(from..=rev as u64).take(CHUNK_ITEMS) {
+            for (r, e) in mem.revs.range(from..=rev as u64) {
+                if chunk_full(n, &buf) {
+                    break;
+                }
                 let code = e.code.map(|c| c as i32).unwrap_or(0);
                 let pushed = if history {
                     let item = ItemRef::Rev {
@@ -450,25 +462,36 @@ pub(crate) fn write_stream(
         let Some(last) = last else {
             break;
         };
-        w.frames(&buf, n)?;
+        w.frames(&buf, n as u64)?;
         from = last + 1;
     }
     if history {
         // Undo records of the revisions in (floor, rev]: later ones belong to changes after
-        // the exported state.
-        let mut after: Option<Bytes> = None;
+        // the exported state. `at`: where the last chunk stopped, a key and, if some of its
+        // records are still to be written, the revision of the last one written.
+        let mut at: Option<(Bytes, Option<u64>)> = None;
         loop {
             buf.clear();
-            let (mut n, mut err) = (0u64, None);
-            let mut next_after = None;
+            let (mut n, mut err, mut stop) = (0, None, None);
             locked(&mut |mem| {
-                let mut last_key = None;
-                'keys: for k in mem.keys_after(after.as_deref()) {
-                    last_key = Some(k);
-                    let undo = mem
-                        .undo_of(k)
-                        .filter(|(r, _)| *r as i64 > floor && *r as i64 <= rev);
-                    for (r, prior) in undo {
+                let (rest_of, after) = match &at {
+                    Some((k, Some(r))) => (Some((k, *r)), Some(&k[..])),
+                    Some((k, None)) => (None, Some(&k[..])),
+                    None => (None, None),
+                };
+                // (key, revision its records are written through)
+                let keys = rest_of
+                    .into_iter()
+                    .chain(mem.keys_after(after).map(|k| (k, 0)));
+                'keys: for (k, mut done) in keys {
+                    for (r, prior) in mem.undo_of(k) {
+                        if *r <= done || *r as i64 <= floor || *r as i64 > rev {
+                            continue;
+                        }
+                        if chunk_full(n, &buf) {
+                            stop = Some((k.clone(), Some(done)));
+                            break 'keys;
+                        }
                         let item = ItemRef::Undo {
                             key: k,
                             rev: *r as i64,
@@ -479,21 +502,22 @@ pub(crate) fn write_stream(
                             break 'keys;
                         }
                         n += 1;
+                        done = *r;
                     }
-                    if n >= CHUNK_ITEMS as u64 {
+                    if chunk_full(n, &buf) {
+                        stop = Some((k.clone(), None));
                         break;
                     }
                 }
-                next_after = last_key.cloned();
             })?;
-            after = next_after;
             if let Some(e) = err {
                 return Err(e);
             }
-            if after.is_none() {
-                break;
+            w.frames(&buf, n as u64)?;
+            match stop {
+                Some(s) => at = Some(s),
+                None => break,
             }
-            w.frames(&buf, n)?;
         }
     }
     for (slot, config) in configs {
