@@ -6,8 +6,8 @@
 # SINGLE=S runs the one-client phase for S seconds instead of SECS; STATS=1 prints each
 # node's storage-thread stats: commits, batches merged, records, slots, commands, time per
 # commit; STATS_LINES=N shows the last N 5-second windows, default 3; KEEP_LOGS=DIR keeps the
-# nodes' logs there). After the concurrent phase it prints the nodes' CPU time per set and how busy
-# the machine was.
+# nodes' logs there). After the concurrent phase it prints the nodes' CPU time per set and
+# how busy the machine was.
 set -euo pipefail
 CLIENTS=${1:-64}
 SECS=${2:-10}
