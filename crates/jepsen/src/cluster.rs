@@ -19,6 +19,7 @@ use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
 use crate::proxy::Net;
+use crate::workload::Workload;
 
 /// Why the cluster could not be started or driven.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +108,9 @@ pub struct ClusterConfig {
 /// as many as the files and undo records: the set workload's files grow), so that their
 /// faults land while checkpoints are written and restarts load them: at the nodes' defaults
 /// a run ends before its first checkpoint.
-pub fn store_settings(workload: crate::workload::Workload, time: Duration) -> (u64, Option<u64>) {
+pub fn store_settings(workload: Workload, time: Duration) -> (u64, Option<u64>) {
     match workload {
-        crate::workload::Workload::Watch => (hist_for(time), None),
+        Workload::Watch => (hist_for(time), None),
         _ => (2_000, Some(2_000)),
     }
 }
@@ -662,6 +663,16 @@ mod tests {
         assert!(hist_for(Duration::from_secs(3600)) >= 60 * 4 * 126_000);
         // Short runs keep at least the nodes' default.
         assert_eq!(hist_for(Duration::ZERO), 100_000);
+        // Only watch runs need it; the others checkpoint often instead.
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            store_settings(Workload::Watch, minute),
+            (hist_for(minute), None)
+        );
+        for w in [Workload::Register, Workload::Set] {
+            let (hist, ckpt) = store_settings(w, minute);
+            assert!(hist < 100_000 && ckpt.is_some_and(|c| c < 100_000), "{w:?}");
+        }
     }
 
     #[test]

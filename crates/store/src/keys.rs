@@ -18,9 +18,16 @@ pub fn path_key(path: &str) -> Vec<u8> {
 
 /// The path of a key made by [`path_key`].
 pub fn key_path(key: &[u8]) -> String {
-    key.iter()
-        .map(|&b| if b == SEP { '/' } else { b as char })
-        .collect()
+    key.iter().map(|&b| path_byte(b) as char).collect()
+}
+
+/// The path byte a key byte stands for.
+pub(crate) fn path_byte(b: u8) -> u8 {
+    if b == SEP {
+        b'/'
+    } else {
+        b
+    }
 }
 
 /// The prefix shared by the keys of everything below directory `dir`.
