@@ -17,6 +17,7 @@ use crate::options::Options;
 use crate::prevote::PreVote;
 use crate::proposer::{Candidate, Leader};
 use crate::ready::{ProposeError, Ready, Status};
+use crate::recent::RecentIds;
 use crate::state::{PersistentState, Record};
 use crate::value::{Command, Value};
 
@@ -87,8 +88,7 @@ pub struct Engine {
     /// Commands proposed on this node and not yet seen decided: (command, tick last sent).
     pub(crate) own: BTreeMap<CommandId, (Command, u64)>,
     /// Recently decided command ids, so retries are not decided twice (bounded).
-    pub(crate) recent_ids: IdSet,
-    pub(crate) recent_order: VecDeque<CommandId>,
+    pub(crate) recent_ids: RecentIds,
 
     // Reads forwarded to the leader: ctx -> (leader asked, tick sent).
     pub(crate) fwd_reads: BTreeMap<u64, (NodeId, u64)>,
@@ -145,8 +145,7 @@ impl Engine {
             queue: VecDeque::new(),
             queued_ids: IdSet::default(),
             own: BTreeMap::new(),
-            recent_ids: IdSet::default(),
-            recent_order: VecDeque::new(),
+            recent_ids: RecentIds::new(opts.max_pending.max(1024)),
             fwd_reads: BTreeMap::new(),
             out: Ready::default(),
             opts,

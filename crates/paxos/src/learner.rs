@@ -37,15 +37,7 @@ impl Engine {
         if let Value::Batch(cmds) = &value {
             for c in cmds {
                 self.own.remove(&c.id);
-                if self.recent_ids.insert(c.id) {
-                    self.recent_order.push_back(c.id);
-                }
-            }
-            let cap = self.opts.max_pending.max(1024);
-            while self.recent_order.len() > cap {
-                if let Some(old) = self.recent_order.pop_front() {
-                    self.recent_ids.remove(&old);
-                }
+                self.recent_ids.insert(c.id);
             }
         }
         self.log.insert(slot, value);

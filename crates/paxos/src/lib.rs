@@ -67,6 +67,7 @@ mod proposals;
 mod proposer;
 mod reads;
 pub mod ready;
+mod recent;
 pub mod state;
 #[cfg(test)]
 mod testnet;

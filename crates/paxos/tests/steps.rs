@@ -513,6 +513,47 @@ fn accepted_quorum_decides_and_publishes_commit() {
 }
 
 #[test]
+fn a_decided_command_forwarded_again_is_not_proposed_again() {
+    let mut a = leader_a();
+    let b1 = ballot(1, A);
+    a.step(
+        B,
+        Message::Forward {
+            cmds: vec![cmd(1, b"v")],
+        },
+    );
+    a.ready();
+    a.step(A, vote(b1, 1));
+    a.step(B, vote(b1, 1));
+    assert_eq!(a.ready().decided, vec![(1, batch(1, b"v"))]);
+    // A follower's late retry of the decided command, with a new one: only the new one
+    // gets a slot.
+    a.step(
+        C,
+        Message::Forward {
+            cmds: vec![cmd(1, b"v"), cmd(2, b"w")],
+        },
+    );
+    let r = a.ready();
+    assert_eq!(
+        r.persist,
+        vec![Record::Accept {
+            slot: 2,
+            ballot: b1,
+            value: batch(2, b"w")
+        }]
+    );
+    // The retry alone: nothing to do.
+    a.step(
+        C,
+        Message::Forward {
+            cmds: vec![cmd(1, b"v")],
+        },
+    );
+    assert!(a.ready().is_empty());
+}
+
+#[test]
 fn votes_of_another_ballot_do_not_count() {
     let mut a = leader_a();
     let b1 = ballot(1, A);

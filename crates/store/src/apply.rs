@@ -151,23 +151,32 @@ impl Tree<'_> {
         rev: i64,
     ) -> std::result::Result<bool, Failure> {
         const MISMATCH: Failure = (ErrCode::RevMismatch, "rev mismatch");
-        // One hash look-up for the common case, a change of an existing file.
-        if let Some(cur) = self.mem.file(key) {
-            if !allowed(cas, cur.rev) {
-                return Err(MISMATCH);
-            }
-            let old = match value {
-                Some(v) => {
-                    let new = FileVal {
-                        rev,
-                        value: v.clone(),
-                    };
-                    self.mem.replace_file(key, new)
+        match value {
+            // One hash look-up for the common case, a change of an existing file.
+            Some(v) => {
+                let new = FileVal {
+                    rev,
+                    value: v.clone(),
+                };
+                match self
+                    .mem
+                    .replace_existing(key, rev as u64, new, |cur| allowed(cas, cur))
+                {
+                    Some(true) => return Ok(true),
+                    Some(false) => return Err(MISMATCH),
+                    None => {}
                 }
-                None => self.mem.remove_file(key),
-            };
-            self.mem.push_undo(key.clone(), rev as u64, old);
-            return Ok(true);
+            }
+            None => {
+                if let Some(cur) = self.mem.file(key) {
+                    if !allowed(cas, cur.rev) {
+                        return Err(MISMATCH);
+                    }
+                    let old = self.mem.remove_file(key);
+                    self.mem.push_undo(key.clone(), rev as u64, old);
+                    return Ok(true);
+                }
+            }
         }
         if let Some(f) = self.check_place(key) {
             return Err(f);

@@ -163,10 +163,29 @@ impl Mem {
         self.paths.get(key).into_iter().flat_map(|p| p.undo.iter())
     }
 
-    /// Replaces the file at `key` if it exists: returns the old one.
-    pub fn replace_file(&mut self, key: &[u8], new: FileVal) -> Option<FileVal> {
-        let f = self.paths.get_mut(key)?.file.as_mut()?;
-        Some(std::mem::replace(f, new))
+    /// Replaces the current file at `key` with `new`, the change at `rev`, keeping the old
+    /// one as its undo record, if `allow` accepts the old file's rev: the common write in one
+    /// hash look-up (a look-up, a replace and an undo push took three). `None`: `key` has no
+    /// current file; `Some(false)`: refused, nothing changed.
+    pub fn replace_existing(
+        &mut self,
+        key: &[u8],
+        rev: u64,
+        new: FileVal,
+        allow: impl FnOnce(i64) -> bool,
+    ) -> Option<bool> {
+        let p = self.paths.get_mut(key)?;
+        let cur = p.file.as_mut()?;
+        if !allow(cur.rev) {
+            return Some(false);
+        }
+        let old = std::mem::replace(cur, new);
+        // As `push_undo`: revs arrive in increasing order per key.
+        if p.undo.back().is_none_or(|(r, _)| *r < rev) {
+            p.undo.push_back((rev, Some(old)));
+            self.undo_count += 1;
+        }
+        Some(true)
     }
 
     /// The current file at `key`.
