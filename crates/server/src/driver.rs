@@ -498,9 +498,18 @@ impl Driver {
                 slot = next,
                 "voters in force"
             );
+            self.spread_checkpoints(&cfg);
             self.core.consensus.send_modify(|c| c.in_force = cfg);
             self.refresh_peers();
         }
+    }
+
+    /// Gives this node's checkpoints its own place in each interval, by its rank among the
+    /// members: nodes apply the same revisions, and all writing a checkpoint at once slowed
+    /// every follower together (see [`doozer_store::Store::set_checkpoint_phase`]).
+    fn spread_checkpoints(&self, cfg: &Config) {
+        let (place, of) = checkpoint_place(cfg, self.core.id);
+        self.core.store.set_checkpoint_phase(place, of);
     }
 
     /// Re-reads peer addresses from `/ctl/node/<id>/addr`.
@@ -555,6 +564,16 @@ impl Driver {
         self.core.writes.lock().expect("writes lock").clear();
         self.core.reads.lock().expect("reads lock").clear();
     }
+}
+
+/// `me`'s rank among the members of `cfg` (voters and learners, with `me`), and how many
+/// they are.
+fn checkpoint_place(cfg: &Config, me: NodeId) -> (u64, u64) {
+    let mut members: std::collections::BTreeSet<NodeId> =
+        cfg.voters.union(&cfg.learners).copied().collect();
+    members.insert(me);
+    let place = members.iter().take_while(|m| **m != me).count();
+    (place as u64, members.len() as u64)
 }
 
 /// Node ids for logs: `A,B,C` in their text form.
@@ -613,6 +632,20 @@ mod tests {
         assert!(!forward_wants_more(3, 2, 5));
         assert!(!forward_wants_more(5, 0, 5));
         assert!(!forward_wants_more(7, 0, 5));
+    }
+
+    #[test]
+    fn each_member_has_its_own_checkpoint_place() {
+        let cfg = Config {
+            voters: [NodeId(30), NodeId(10)].into(),
+            learners: [NodeId(20)].into(),
+        };
+        assert_eq!(checkpoint_place(&cfg, NodeId(10)), (0, 3));
+        assert_eq!(checkpoint_place(&cfg, NodeId(20)), (1, 3));
+        assert_eq!(checkpoint_place(&cfg, NodeId(30)), (2, 3));
+        // Not (yet) a member: placed among them.
+        assert_eq!(checkpoint_place(&cfg, NodeId(25)), (2, 4));
+        assert_eq!(checkpoint_place(&Config::default(), NodeId(5)), (0, 1));
     }
 
     #[test]

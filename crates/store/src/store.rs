@@ -733,6 +733,20 @@ impl Store {
         })
     }
 
+    /// Spreads the checkpoints of replicas apart: this store's fall `part` of `of` parts
+    /// into each interval of `checkpoint_revs` (a node passes its place among the members
+    /// and their number). Nodes applying the same revisions otherwise all write theirs at
+    /// once. The default is 0 of 1.
+    pub fn set_checkpoint_phase(&self, part: u64, of: u64) {
+        self.inner.ckpt.set_phase(part, of);
+    }
+
+    /// The revision at which the last checkpoint started, or the one the checkpoint file
+    /// held when the store was opened (0: none).
+    pub fn checkpoint_started_rev(&self) -> i64 {
+        self.inner.ckpt.started_rev()
+    }
+
     /// Whether a deferred transaction waits for [`Store::flush`] or the next write.
     pub fn has_pending(&self) -> bool {
         lock(&self.inner.writer).pending.is_some()

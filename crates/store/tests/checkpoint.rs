@@ -1414,3 +1414,42 @@ fn current_reads_during_installs_never_fail() {
         reader.join().unwrap();
     });
 }
+
+#[test]
+fn replicas_given_different_phases_checkpoint_at_different_revisions() {
+    // Three replicas applying the same slots, at phases 0, 1 and 2 of 3.
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<common::Driver> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let opts = StoreOptions {
+                hist_revs: 10,
+                checkpoint_revs: 300,
+                ..StoreOptions::default()
+            };
+            let s = Store::open(&store_path(d.path()), opts).unwrap();
+            s.set_checkpoint_phase(i as u64, 3);
+            common::Driver::new(s)
+        })
+        .collect();
+    let mut starts: Vec<Vec<i64>> = vec![Vec::new(); 3];
+    for k in 0..1_000u64 {
+        let op = set(&format!("/k/{}", k % 5), -1, "v");
+        for (n, d) in nodes.iter_mut().enumerate() {
+            d.one(op.clone());
+            let started = d.store.checkpoint_started_rev();
+            if started > *starts[n].last().unwrap_or(&0) {
+                starts[n].push(started);
+            }
+        }
+    }
+    // Every 300 revisions each, a third of an interval apart: 300, 600, 900 for phase 0;
+    // 100 earlier for phase 1, 200 earlier for phase 2 (but not before 150).
+    assert_eq!(starts[0], [300, 600, 900]);
+    assert_eq!(starts[1], [200, 500, 800]);
+    assert_eq!(starts[2], [150, 400, 700, 1000]);
+    for d in nodes {
+        assert_eq!(d.store.rev(), 1_000);
+    }
+}
