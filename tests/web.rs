@@ -137,6 +137,43 @@ fn metric(text: &str, name: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_where_the_last_checkpoint_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig {
+        listen: Some("127.0.0.1:0".into()),
+        web: WebView::At("127.0.0.1:0".into()),
+        data_dir: dir.path().to_path_buf(),
+        hist_revs: 20,
+        checkpoint_revs: 40,
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let web = node.web_addr().expect("web view bound");
+    let c = doozer_client::Client::connect(&format!("doozer:?ca={}", node.client_addr()))
+        .await
+        .unwrap();
+    let first = metric(&get(web, "/metrics").await.body, "doozer_checkpoint_rev");
+    let mut rev = 0;
+    for i in 0..100 {
+        rev = c.set(&format!("/k/{}", i % 4), -1, "v").await.unwrap();
+    }
+    // The checkpoint starts after the commit that passes its revision, which the client's
+    // answer can precede.
+    let t = tokio::time::Instant::now();
+    let at = loop {
+        let at = metric(&get(web, "/metrics").await.body, "doozer_checkpoint_rev");
+        if at > first && at + 40 > rev {
+            break at;
+        }
+        assert!(t.elapsed() < WITHIN, "checkpoint at {at}, rev {rev}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(at <= rev, "{at} > {rev}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_view_reads_the_tree_and_follows_changes() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(NodeConfig {

@@ -107,6 +107,11 @@ pub(super) async fn metrics(State(web): State<Web>) -> Response {
         s.oldest_rev.into(),
     );
     gauge(
+        "doozer_checkpoint_rev",
+        "Revision at which this node's last checkpoint started (0: none yet); a restart replays the log after it.",
+        web.h.store().checkpoint_started_rev().into(),
+    );
+    gauge(
         "doozer_applied_slot",
         "Last applied consensus slot.",
         s.applied.into(),
