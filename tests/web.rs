@@ -136,23 +136,35 @@ fn metric(text: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_show_where_the_last_checkpoint_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig {
+/// A single node on 127.0.0.1 with its web view, 20 revisions of history, data in `dir`.
+fn web_config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
         listen: Some("127.0.0.1:0".into()),
         web: WebView::At("127.0.0.1:0".into()),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         hist_revs: 20,
-        checkpoint_revs: 40,
         ..NodeConfig::default()
-    })
-    .await
-    .unwrap();
+    }
+}
+
+/// Starts `cfg`: the node, its web address and a client.
+async fn web_node(cfg: NodeConfig) -> (Node, SocketAddr, doozer_client::Client) {
+    let node = Node::start(cfg).await.unwrap();
     let web = node.web_addr().expect("web view bound");
     let c = doozer_client::Client::connect(&format!("doozer:?ca={}", node.client_addr()))
         .await
         .unwrap();
+    (node, web, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_where_the_last_checkpoint_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, web, c) = web_node(NodeConfig {
+        checkpoint_revs: 40,
+        ..web_config(dir.path())
+    })
+    .await;
     let first = metric(&get(web, "/metrics").await.body, "doozer_checkpoint_rev");
     let mut rev = 0;
     for i in 0..100 {
@@ -176,19 +188,7 @@ async fn metrics_show_where_the_last_checkpoint_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_view_reads_the_tree_and_follows_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig {
-        listen: Some("127.0.0.1:0".into()),
-        web: WebView::At("127.0.0.1:0".into()),
-        data_dir: dir.path().to_path_buf(),
-        hist_revs: 20,
-        ..NodeConfig::default()
-    })
-    .await
-    .unwrap();
-    let web = node.web_addr().expect("web view bound");
-    let c = doozer_client::Client::connect(&format!("doozer:?ca={}", node.client_addr()))
-        .await
-        .unwrap();
+    let (node, web, c) = web_node(web_config(dir.path())).await;
 
     let r1 = c.set("/app/a", -1, "one").await.unwrap();
     c.set("/app/b/c", -1, "x").await.unwrap();
