@@ -4,8 +4,9 @@
 //! commands are decided roughly in that order. So instead of one hash set of every recent
 //! id (a random cache-missing probe to insert, another to evict the oldest: 1.5% of the
 //! machine in `perf` at 64 clients), each node that proposes gets a window of bits over
-//! its last [`RecentIds::window`] sequence numbers. An id is remembered exactly while its
-//! node's highest decided sequence number is less than a window ahead of it: no false
+//! its last sequence numbers (the engine's `max_pending`, at least 1024, rounded up to a
+//! power of two: 65,536 in doozerd). An id is remembered exactly while its node's highest
+//! decided sequence number is less than a window ahead of it: no false
 //! positives (that would drop a new command), and an id forgotten is only proposed again,
 //! which the state machine answers as a duplicate.
 
