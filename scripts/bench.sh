@@ -2,7 +2,7 @@
 # Starts a 3-node doozerd cluster on loopback (fsync on, data in a temp dir), runs dzbench
 # (one client's latency, then N concurrent clients' throughput, 100-byte sets), stops it.
 # Usage: scripts/bench.sh [CLIENTS] [SECS]   (NO_BUILD=1 skips the build; BIN= picks binaries;
-# EXTRA="--flag v" is passed to every node; EVERY=S prints the rate every S seconds;
+# EXTRA="--flag v" is passed to every node; EVERY=S prints the rate every S seconds, with the slowest set of each window and when it was sent;
 # SINGLE=S runs the one-client phase for S seconds instead of SECS; STATS=1 prints each
 # node's storage-thread stats: commits, batches merged, records, slots, commands, time per
 # commit; STATS_LINES=N shows the last N 5-second windows, default 3; KEEP_LOGS=DIR keeps the

@@ -6,8 +6,8 @@
 //! (throughput). `scripts/bench.sh` starts a 3-node cluster and runs it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use doozer_proto::codec::ClientCodec;
@@ -36,7 +36,8 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     size: usize,
     /// Print the concurrent phase's rate every this many seconds (0: only the total), to
-    /// see whether a long run slows down as it goes.
+    /// see whether a long run slows down as it goes, with the window's slowest set and the
+    /// UTC time it was sent (to find its cause in the nodes' logs).
     #[arg(long, default_value_t = 0)]
     every: u64,
 }
@@ -51,6 +52,45 @@ async fn connect(addr: &str) -> Result<Conn, String> {
     Ok(Framed::new(s, ClientCodec::new()))
 }
 
+/// The slowest acknowledged set of the current window: its latency in µs, and when it was
+/// sent.
+#[derive(Default)]
+struct Slowest {
+    us: AtomicU64,
+    sent: Mutex<Option<SystemTime>>,
+}
+
+impl Slowest {
+    fn note(&self, us: u64, sent: SystemTime) {
+        // Only a new maximum takes the lock.
+        if self.us.fetch_max(us, Ordering::Relaxed) < us {
+            let mut s = self.sent.lock().expect("slowest lock");
+            if self.us.load(Ordering::Relaxed) == us {
+                *s = Some(sent);
+            }
+        }
+    }
+
+    /// The window's slowest set, and a new window.
+    fn take(&self) -> (u64, Option<SystemTime>) {
+        let mut s = self.sent.lock().expect("slowest lock");
+        (self.us.swap(0, Ordering::Relaxed), s.take())
+    }
+}
+
+/// `HH:MM:SS.mmm` in UTC.
+fn utc(t: SystemTime) -> String {
+    let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()) % 86_400_000;
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
 /// Runs sets for `d`, counting each acknowledged one in `done`; returns (ok count, error
 /// count, latency histogram in µs).
 async fn client(
@@ -59,6 +99,7 @@ async fn client(
     d: Duration,
     size: usize,
     done: Arc<AtomicU64>,
+    slowest: Arc<Slowest>,
 ) -> Result<(u64, u64, Histogram<u64>), String> {
     let mut c = connect(&addr).await?;
     let value = bytes::Bytes::from(vec![b'x'; size]);
@@ -74,6 +115,7 @@ async fn client(
             .with_rev(-1)
             .with_value(value.clone());
         let t = Instant::now();
+        let sent = SystemTime::now();
         c.send(req).await.map_err(|e| e.to_string())?;
         let resp = match c.next().await {
             Some(Ok(r)) => r,
@@ -86,6 +128,7 @@ async fn client(
         } else {
             ok += 1;
             done.fetch_add(1, Ordering::Relaxed);
+            slowest.note(us, sent);
             let _ = h.record(us.max(1));
         }
     }
@@ -112,7 +155,17 @@ async fn main() -> Result<(), String> {
     let t = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let single = a.single_secs.map_or(d, Duration::from_secs);
-    let (ok, errs, h) = client(a.addrs[0].clone(), 0, single, a.size, done.clone()).await?;
+    let slowest = Arc::new(Slowest::default());
+    let (ok, errs, h) = client(
+        a.addrs[0].clone(),
+        0,
+        single,
+        a.size,
+        done.clone(),
+        slowest.clone(),
+    )
+    .await?;
+    slowest.take();
     report("1 client", ok, errs, &h, t.elapsed());
 
     // Tells a wrapper (scripts/bench.sh) when to start measuring the concurrent phase.
@@ -122,10 +175,18 @@ async fn main() -> Result<(), String> {
     let mut tasks = Vec::new();
     for i in 0..a.clients {
         let addr = a.addrs[i % a.addrs.len()].clone();
-        tasks.push(tokio::spawn(client(addr, i + 1, d, a.size, done.clone())));
+        tasks.push(tokio::spawn(client(
+            addr,
+            i + 1,
+            d,
+            a.size,
+            done.clone(),
+            slowest.clone(),
+        )));
     }
     let ticker = (a.every > 0).then(|| {
         let done = done.clone();
+        let slowest = slowest.clone();
         let every = Duration::from_secs(a.every);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -133,10 +194,13 @@ async fn main() -> Result<(), String> {
             loop {
                 tick.tick().await;
                 let now = done.load(Ordering::Relaxed);
+                let (max, sent) = slowest.take();
                 println!(
-                    "  at {:>4.0}s: {:.0} sets/s",
+                    "  at {:>4.0}s: {:.0} sets/s; slowest {:.1} ms, sent at {} UTC",
                     t.elapsed().as_secs_f64(),
-                    (now - last) as f64 / every.as_secs_f64()
+                    (now - last) as f64 / every.as_secs_f64(),
+                    max as f64 / 1000.0,
+                    sent.map_or_else(|| "-".into(), utc)
                 );
                 last = now;
             }
