@@ -53,8 +53,53 @@ impl RealDir {
 
 impl CkptWrite for File {
     fn sync(&mut self) -> io::Result<()> {
+        write_back_paced(self);
         self.sync_all()
     }
+}
+
+/// Bytes written back per step by [`write_back_paced`], and the pause after each.
+const WRITEBACK_STEP: u64 = 1 << 20;
+const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Writes the file's dirty pages back a step at a time, pausing between steps, so that the
+/// final `fsync` finds little left. A checkpoint is ~25 MB at 64,000 files: written back by
+/// one `fsync`, it held up the commits' fsyncs on the same disk for 15-20 ms, and every
+/// window's slowest client request fell there (`dzbench --every`). Best effort: the
+/// `fsync` that follows is what makes the file durable.
+fn write_back_paced(f: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(len) = f.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if len <= WRITEBACK_STEP {
+            return; // nothing to spread out
+        }
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let mut off = 0;
+        while off < len {
+            // SAFETY: a plain syscall on an open descriptor; it touches no memory of ours.
+            let r = unsafe {
+                libc::sync_file_range(
+                    f.as_raw_fd(),
+                    off as libc::off64_t,
+                    WRITEBACK_STEP as libc::off64_t,
+                    flags,
+                )
+            };
+            if r != 0 {
+                return;
+            }
+            off += WRITEBACK_STEP;
+            std::thread::sleep(WRITEBACK_PAUSE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
 }
 
 impl CkptDir for RealDir {

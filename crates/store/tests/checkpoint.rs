@@ -1453,3 +1453,44 @@ fn replicas_given_different_phases_checkpoint_at_different_revisions() {
         assert_eq!(d.store.rev(), 1_000);
     }
 }
+
+#[test]
+fn a_checkpoint_of_several_mib_is_written_back_and_loads() {
+    // 25 files of 100 KB: a checkpoint of over 2 MiB, written back a step (1 MiB) at a time
+    // before its fsync, then loaded by a reopen (which replays the slots after it).
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    let opts = || StoreOptions {
+        hist_revs: 10,
+        checkpoint_revs: 30,
+        ..StoreOptions::default()
+    };
+    let mut d = common::Driver::new(Store::open(&path, opts()).unwrap());
+    let value = |k: u64| format!("{k:>8}").repeat(100_000 / 8);
+    let mut k = 0;
+    let mut set_next = |d: &mut common::Driver| {
+        d.one(set(&format!("/big/{}", k % 25), -1, &value(k)));
+        k += 1;
+    };
+    let t = Instant::now();
+    while std::fs::metadata(ckpt_path(dir.path())).map_or(0, |m| m.len()) < 2 << 20 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no checkpoint of 2 MiB"
+        );
+        set_next(&mut d);
+    }
+    for _ in 0..10 {
+        set_next(&mut d);
+    }
+    let rev = d.store.rev();
+    let want: Vec<_> = (0..25)
+        .map(|i| d.store.get(&format!("/big/{i}"), None).unwrap())
+        .collect();
+    drop(d);
+    let s = Store::open(&path, opts()).unwrap();
+    assert_eq!(s.rev(), rev);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(&s.get(&format!("/big/{i}"), None).unwrap(), w, "/big/{i}");
+    }
+}
