@@ -148,8 +148,9 @@ impl Ckpt {
     /// Writes `mem` to a temporary file and renames it over the checkpoint unless a newer one
     /// is there already.
     /// Returns the (slot, rev) of the checkpoint renamed into place, `None` if a newer one
-    /// was there.
-    fn write(&self, sh: &State_, cancel: bool) -> Result<Option<(Slot, i64)>> {
+    /// was there. A `background` write can be cancelled, and writes the file back in steps
+    /// before its `fsync`.
+    fn write(&self, sh: &State_, background: bool) -> Result<Option<(Slot, i64)>> {
         let tmp = format!(
             "{}.tmp.{}.{}",
             self.name,
@@ -160,9 +161,13 @@ impl Ckpt {
         let result = (|| {
             let f = self.dir.create(&tmp).map_err(io)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            let flag = cancel.then_some(&self.cancel);
+            let flag = background.then_some(&self.cancel);
             let meta = write_stream(sh, &mut w, SNAPSHOT_FORMAT, flag)?;
             let mut f = w.into_inner().map_err(|e| io(e.into_error()))?;
+            if background {
+                // Spare the commits' fsyncs one big writeback.
+                f.write_back();
+            }
             f.sync().map_err(io)?;
             drop(f);
             let mut st = lock(&self.state);

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 pub trait CkptWrite: Write + Send {
     /// Makes the file's contents durable (`fsync`).
     fn sync(&mut self) -> io::Result<()>;
+    /// Before [`CkptWrite::sync`] of a background checkpoint: writes the contents back
+    /// gently, so that the `fsync` finds little left (best effort; nothing by default).
+    fn write_back(&mut self) {}
 }
 
 /// The directory checkpoint files are written to, renamed in, read from and removed from.
@@ -53,8 +56,11 @@ impl RealDir {
 
 impl CkptWrite for File {
     fn sync(&mut self) -> io::Result<()> {
-        write_back_paced(self);
         self.sync_all()
+    }
+
+    fn write_back(&mut self) {
+        write_back_paced(self);
     }
 }
 
@@ -66,7 +72,9 @@ const WRITEBACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5)
 /// final `fsync` finds little left. A checkpoint is ~25 MB at 64,000 files: written back by
 /// one `fsync`, it held up the commits' fsyncs on the same disk for 15-20 ms, and every
 /// window's slowest client request fell there (`dzbench --every`). Best effort: the
-/// `fsync` that follows is what makes the file durable.
+/// `fsync` that follows is what makes the file durable. Only background checkpoints do
+/// this: a snapshot install writes its checkpoint on the storage thread, which must not
+/// sleep.
 fn write_back_paced(f: &File) {
     #[cfg(target_os = "linux")]
     {
