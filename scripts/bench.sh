@@ -6,8 +6,9 @@
 # SINGLE=S runs the one-client phase for S seconds instead of SECS; STATS=1 prints each
 # node's storage-thread stats: commits, batches merged, records, slots, commands, time per
 # commit; STATS_LINES=N shows the last N 5-second windows, default 3; KEEP_LOGS=DIR keeps the
-# nodes' logs there). After the concurrent phase it prints the nodes' CPU time per set and
-# how busy the machine was.
+# nodes' logs there; CPUS=1.2 runs the nodes and the load generator in a cgroup limited to that
+# many CPUs, a stand-in for a slower or busier host: it needs a writable cgroup file system).
+# After the concurrent phase it prints the nodes' CPU time per set and how busy the machine was.
 set -euo pipefail
 CLIENTS=${1:-64}
 SECS=${2:-10}
@@ -16,13 +17,39 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
 TMP=$(mktemp -d)
 PIDS=()
+CG=""
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null
+  if [ -n "$CG" ]; then
+    echo $$ >"$CG_HOME/cgroup.procs" 2>/dev/null || true
+    rmdir "$CG" 2>/dev/null || true
+  fi
   if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$TMP"/*.log "$KEEP_LOGS"/; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+
+# CPUS: a cgroup with a CPU quota (10 ms period) holding this shell, so every process started
+# from here on (nodes, dzbench) shares that quota.
+if [ -n "${CPUS:-}" ]; then
+  quota=$(awk -v c="$CPUS" 'BEGIN { q = int(c * 10000); if (q < 1000) exit 1; print q }') ||
+    { echo "CPUS=$CPUS: want a number of CPUs, at least 0.1" >&2; exit 1; }
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then # cgroup v2
+    CG_ROOT=/sys/fs/cgroup
+    CG_HOME=$CG_ROOT$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)
+    echo +cpu >"$CG_ROOT/cgroup.subtree_control" 2>/dev/null || true
+    CG=$CG_ROOT/dzbench.$$
+    mkdir "$CG" && echo "$quota 10000" >"$CG/cpu.max"
+  else # cgroup v1
+    CG_ROOT=/sys/fs/cgroup/cpu
+    CG_HOME=$CG_ROOT$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ {print $3}' /proc/self/cgroup)
+    CG=$CG_ROOT/dzbench.$$
+    mkdir "$CG" && echo 10000 >"$CG/cpu.cfs_period_us" && echo "$quota" >"$CG/cpu.cfs_quota_us"
+  fi 2>/dev/null || { echo "CPUS: cannot set up a cgroup under $CG_ROOT (needs root)" >&2; exit 1; }
+  echo $$ >"$CG/cgroup.procs"
+  echo "limited to $CPUS CPUs (cgroup $CG)"
+fi
 
 ADDR=""
 LOG=info
