@@ -26,21 +26,45 @@ pub struct Proc {
 impl Proc {
     /// Starts `doozerd --data-dir dir <args>` and waits for its "listening" line.
     pub fn start(dir: &Path, log: &Path, args: &[&str]) -> Proc {
+        Self::start_limited(dir, log, args, None)
+    }
+
+    /// [`Proc::start`] with no file allowed to grow beyond `file_limit` bytes
+    /// (`RLIMIT_FSIZE`, with SIGXFSZ ignored so a write past it fails with EFBIG): a disk
+    /// that fills up, for this process alone.
+    pub fn start_limited(dir: &Path, log: &Path, args: &[&str], file_limit: Option<u64>) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_doozerd"))
-            .arg("--data-dir")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doozerd"));
+        cmd.arg("--data-dir")
             .arg(dir)
             .args(args)
             .env("RUST_LOG", "info,doozerd=debug,doozer_paxos=debug")
             .stdout(Stdio::piped())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn doozerd");
+            .stderr(logf);
+        if let Some(limit) = file_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only async-signal-safe calls: setrlimit and
+            // signal.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn doozerd");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -118,6 +142,23 @@ impl Proc {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits up to `within` for the process to exit on its own; its status, or None if it
+    /// is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if t.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
