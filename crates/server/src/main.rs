@@ -58,8 +58,8 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     timeout: f64,
 
-    /// Revisions of history kept on disk for WAIT and reads at old revisions; older ones
-    /// answer TOO_LATE. Also accepted as -hist.
+    /// Revisions of history kept for WAIT and reads at old revisions (in memory, and in
+    /// each checkpoint); older ones answer TOO_LATE. Also accepted as -hist.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     hist: u64,
 
