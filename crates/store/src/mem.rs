@@ -71,6 +71,16 @@ impl PathState {
     fn is_empty(&self) -> bool {
         self.file.is_none() && self.undo.is_empty()
     }
+
+    /// Adds the undo record of the change at `rev` unless one at `rev` or later is there
+    /// (revs arrive in increasing order per key); whether it was added.
+    fn push_undo(&mut self, rev: u64, old: Option<FileVal>) -> bool {
+        if self.undo.back().is_some_and(|(r, _)| *r >= rev) {
+            return false;
+        }
+        self.undo.push_back((rev, old));
+        true
+    }
 }
 
 /// The applied state: the writer's, possibly ahead of what readers see.
@@ -180,9 +190,7 @@ impl Mem {
             return Some(false);
         }
         let old = std::mem::replace(cur, new);
-        // As `push_undo`: revs arrive in increasing order per key.
-        if p.undo.back().is_none_or(|(r, _)| *r < rev) {
-            p.undo.push_back((rev, Some(old)));
+        if p.push_undo(rev, Some(old)) {
             self.undo_count += 1;
         }
         Some(true)
@@ -244,13 +252,9 @@ impl Mem {
     /// Records the state of `key` before the change at `rev` (revs arrive in increasing
     /// order per key). False if the key already has a record at or after `rev`.
     pub fn push_undo(&mut self, key: Bytes, rev: u64, old: Option<FileVal>) -> bool {
-        let p = self.path_mut(key);
-        if p.undo.back().is_some_and(|(r, _)| *r >= rev) {
-            return false;
-        }
-        p.undo.push_back((rev, old));
-        self.undo_count += 1;
-        true
+        let added = self.path_mut(key).push_undo(rev, old);
+        self.undo_count += usize::from(added);
+        added
     }
 
     /// Drops the undo records of the revisions in `lo..=hi` (those `revs` says wrote one).
